@@ -1,0 +1,1 @@
+"""HF <-> Megatron models: config translation, the one name map, checkpoint I/O."""

@@ -1,0 +1,66 @@
+"""Device selection, torch.distributed init (nccl on GPU, gloo on CPU), seeding."""
+from __future__ import annotations
+
+import datetime
+import os
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def is_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def device() -> torch.device:
+    """The device this rank computes on: its local GPU, or the CPU."""
+    if is_cuda():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def init_distributed(timeout_s: float = 600.0) -> tuple[int, int]:
+    """Initialise the default process group from torchrun's env (or a 1-rank group).
+
+    Returns (rank, world_size). NCCL when CUDA is present, gloo otherwise; on
+    CPU the megatron-core compatibility layer is switched on here.
+    """
+    if not is_cuda():
+        from areal_mega.platform import megatron_cpu
+
+        megatron_cpu.install()
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    if is_cuda():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group(
+        backend="nccl" if is_cuda() else "gloo",
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+    return dist.get_rank(), dist.get_world_size()
+
+
+def barrier(group=None) -> None:
+    if dist.is_initialized():
+        dist.barrier(group=group)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

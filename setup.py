@@ -1,0 +1,40 @@
+"""areal-mega: critic-free PPO for reasoning models on megatron-core + SGLang.
+
+`kernels/` is installed as `areal_mega.kernels` (package_dir), never as a
+top-level `kernels` package, which would clash with an unrelated PyPI package.
+NVIDIA apex is not on PyPI (the PyPI `apex` is unrelated): build it from
+source on GPU images; areal-mega uses it only if it is importable.
+"""
+from setuptools import find_packages, setup
+
+packages = find_packages(include=["areal_mega", "areal_mega.*"])
+packages += ["areal_mega.kernels"]
+
+setup(
+    name="areal-mega",
+    version="0.1.0",
+    description="RL training engine for large reasoning models (AReaL v0.1 recipe on megatron-core)",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir={"areal_mega.kernels": "kernels"},
+    install_requires=[
+        "torch==2.13.0",  # CPU build on the dev/CI disk; GPU images bring their own torch
+        "megatron-core==0.16.1",
+        "transformers>=4.51,<6",
+        "tokenizers>=0.21,<0.24",
+        "safetensors>=0.4,<0.9",
+        "triton>=3.2,<3.10",
+        "omegaconf>=2.3,<2.5",
+        "sympy>=1.13,<1.15",
+        "wandb>=0.19,<0.32",
+        "aiohttp>=3.9,<4",
+        "requests>=2.31,<3",
+        "numpy>=1.26,<3",
+        "matplotlib>=3.8,<4",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        "gpu": ["sglang", "transformer-engine[pytorch]"],
+    },
+)
