@@ -1,0 +1,1 @@
+"""Critic-free PPO: KL-in-reward, reward-to-go advantages, normalisation, sampling filters, losses."""

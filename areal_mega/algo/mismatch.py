@@ -1,0 +1,60 @@
+"""Train-vs-rollout log-prob mismatch and the importance-ratio cap.
+
+Both compare two log-prob tensors of the same tokens, `[batch, max_response_len]`
+float32, over `mask` (bool or float, same shape), all-reduced over an optional
+DP process `group` so every rank sees the global figure.
+"""
+from __future__ import annotations
+
+import torch
+
+from areal_mega.algo.reduce import masked_max, masked_moments
+
+
+def logprob_mismatch(
+    train_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, mask: torch.Tensor, group=None
+) -> dict[str, float]:
+    """Mismatch of the trainer's log-probs against the generation server's, over masked tokens.
+
+    With d = train_logprobs - rollout_logprobs: "logprob_diff_abs_mean" = mean |d|,
+    "logprob_diff_abs_max" = max |d|, "rollout_ratio_mean" = mean exp(d)
+    (the importance ratio p_train / p_rollout). Zeros when no token is masked in.
+    """
+    if train_logprobs.shape != rollout_logprobs.shape or mask.shape != train_logprobs.shape:
+        raise ValueError(
+            f"rollout_logprobs: shapes differ: train {tuple(train_logprobs.shape)}, "
+            f"rollout {tuple(rollout_logprobs.shape)}, mask {tuple(mask.shape)}"
+        )
+    d = train_logprobs.double() - rollout_logprobs.double()
+    abs_mean, _, count = masked_moments(d.abs(), mask, group=group)
+    ratio_mean, _, _ = masked_moments(torch.exp(d), mask, group=group)
+    abs_max = masked_max(d.abs(), mask, group=group)
+    if count == 0:
+        return {"logprob_diff_abs_mean": 0.0, "logprob_diff_abs_max": 0.0, "rollout_ratio_mean": 0.0}
+    return {
+        "logprob_diff_abs_mean": float(abs_mean),
+        "logprob_diff_abs_max": float(abs_max),
+        "rollout_ratio_mean": float(ratio_mean),
+    }
+
+
+def mean_importance_ratio(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor, group=None
+) -> torch.Tensor:
+    """0-dim float64: mean of exp(logprobs - old_logprobs) over masked tokens (no gradient)."""
+    with torch.no_grad():
+        ratio = torch.exp(logprobs.detach().double() - old_logprobs.double())
+        return masked_moments(ratio, mask, group=group)[0]
+
+
+def ratio_cap_exceeded(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor, cap: float | None, group=None
+) -> tuple[bool, float]:
+    """(exceeded, mean ratio): whether this minibatch's mean importance ratio is above `cap`.
+
+    AReaL v0.1 zeroed the loss of such a minibatch (cap 5). The decision is
+    DP-global when `group` is given, so every rank skips together. `cap`
+    None never triggers.
+    """
+    mean = float(mean_importance_ratio(logprobs, old_logprobs, mask, group=group))
+    return (cap is not None and mean > cap), mean
