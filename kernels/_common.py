@@ -1,0 +1,104 @@
+"""Shared pieces of the log-prob kernels: backend choice, input checks, output
+allocation and the online-softmax statistics algebra.
+
+Per token the kernels keep four float32 statistics of z = logits / temperature
+over (a slice of) the vocabulary:
+  m   the maximum of z,
+  s   sum exp(z - m),
+  w   sum exp(z - m) * (z - m)   (shifted, so entropy has no cancellation),
+  zt  z at the target id where this slice owns it, else 0.
+Slices (vocabulary chunks, or tensor-parallel ranks) combine with `merge`;
+then logprob = zt - (m + log s) and entropy = log s - w / s.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def empty(shape, dtype, device) -> torch.Tensor:
+    """Every kernel output is allocated here (tests patch it to fill NaN)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """'auto' -> 'triton' on CUDA, 'torch' elsewhere; unknown names raise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    return backend
+
+
+def tp_info(tp_group) -> tuple[int, int]:
+    """(rank, world size) of the tensor-parallel group; (0, 1) without one."""
+    if tp_group is None or not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(tp_group), dist.get_world_size(tp_group)
+
+
+def check_targets(targets: torch.Tensor, num_tokens: int, vocab_global: int, device) -> torch.Tensor:
+    """Validate `targets` ([num_tokens] integer global vocabulary ids); returns them int64 contiguous."""
+    if targets.dim() != 1 or targets.shape[0] != num_tokens:
+        raise ValueError(f"targets: expected shape [{num_tokens}], got {list(targets.shape)}")
+    if targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"targets: expected int64 vocabulary ids, got {targets.dtype}")
+    if targets.device != device:
+        raise ValueError(f"targets: on {targets.device}, expected {device}")
+    targets = targets.to(torch.int64).contiguous()
+    if num_tokens and bool(((targets < 0) | (targets >= vocab_global)).any()):
+        bad = targets[(targets < 0) | (targets >= vocab_global)][0].item()
+        raise ValueError(f"targets: id {bad} outside the vocabulary [0, {vocab_global})")
+    return targets
+
+
+def check_temperature(temperature: float) -> float:
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature}: must be > 0")
+    return float(temperature)
+
+
+def check_chunk(name: str, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name}={value}: must be a positive integer")
+    return int(value)
+
+
+def merge(a, b):
+    """Combine the statistics (m, s, w, zt) of two disjoint vocabulary slices."""
+    m1, s1, w1, t1 = a
+    m2, s2, w2, t2 = b
+    m = torch.maximum(m1, m2)
+    a1, a2 = torch.exp(m1 - m), torch.exp(m2 - m)
+    s = a1 * s1 + a2 * s2
+    w = a1 * (w1 + (m1 - m) * s1) + a2 * (w2 + (m2 - m) * s2)
+    return m, s, w, t1 + t2
+
+
+def all_reduce_stats(stats, tp_group):
+    """Merge per-rank statistics across `tp_group` (max, then one summed [3, T] buffer)."""
+    m, s, w, zt = stats
+    m_global = m.clone()
+    dist.all_reduce(m_global, op=dist.ReduceOp.MAX, group=tp_group)
+    scale = torch.exp(m - m_global)
+    packed = torch.stack([scale * s, scale * (w + (m - m_global) * s), zt])
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=tp_group)
+    return m_global, packed[0], packed[1], packed[2]
+
+
+def finalize(stats):
+    """(logprobs, entropy, lse, mean_z), each [T] float32, from merged statistics.
+
+    logprob <= 0 and entropy >= 0 hold exactly in real arithmetic; the clamps
+    only remove float rounding at the boundary (a positive log-prob once
+    collapsed a training run elsewhere, verl #2656).
+    """
+    m, s, w, zt = stats
+    log_s = torch.log(s)
+    lse = m + log_s
+    mean_z = m + w / s
+    return (zt - lse).clamp_max(0.0), (log_s - w / s).clamp_min(0.0), lse, mean_z

@@ -1,0 +1,132 @@
+"""Fused LM head: log-probs and entropy of targets from hidden states and the
+(vocabulary-parallel) output weight, never materialising [T, V_local] logits.
+
+The forward walks [token_chunk, vocab_chunk] tiles: each tile's logits are one
+GEMM (float32 output), reduced at once to the per-token online-softmax
+statistics and dropped. The backward recomputes each tile, turns it into
+d loss / d logits with the same tile kernels as `vocab_parallel_logprobs`, and
+feeds two GEMMs: grad_hidden += G @ W_tile, grad_weight_tile += G^T @ hidden.
+GEMMs run on cuBLAS / MKL through torch; the softmax statistics and gradient
+tiles run in the chosen backend (Triton or torch).
+
+Under tensor parallelism `hidden` is the same on every rank and `weight` is
+this rank's [V_local, H] slice: grad_weight is local, and grad_hidden is
+all-reduced over `tp_group` inside the backward so that it is the gradient of
+the full-vocabulary loss (so do not also wrap `hidden` in Megatron's
+copy_to_tensor_model_parallel_region; a sequence-parallel gather should use
+tensor_parallel_output_grad=False).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from . import _common
+from .vocab_parallel import _dense_grads, backend_ops, tile_ranges
+
+_DEFAULT_CHUNKS = {"torch": (1024, 8192), "triton": (4096, 16384)}
+
+
+def _tile_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """hidden [Tc, H] @ weight [Vc, H]^T as float32 (fp32 accumulation, fp32 output)."""
+    if hidden.dtype == torch.float32:
+        return hidden @ weight.t()
+    if hidden.is_cuda:
+        return torch.mm(hidden, weight.t(), out_dtype=torch.float32)
+    return hidden.float() @ weight.float().t()
+
+
+class _FusedLinearLogprobs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, tp_group, temperature, ops, token_chunk, vocab_chunk):
+        rank, tp_size = _common.tp_info(tp_group)
+        num_tokens, vocab_local = hidden.shape[0], weight.shape[0]
+        offset = rank * vocab_local
+        parts = []
+        for t0, t1 in tile_ranges(num_tokens, token_chunk):
+            stats = None
+            for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+                logits = _tile_logits(hidden[t0:t1], weight[v0:v1])
+                tile_stats = ops.row_stats(logits, targets[t0:t1], offset + v0, temperature)
+                del logits
+                stats = tile_stats if stats is None else _common.merge(stats, tile_stats)
+            parts.append(stats)
+        stats = tuple(torch.cat(xs) for xs in zip(*parts))
+        if tp_size > 1:
+            stats = _common.all_reduce_stats(stats, tp_group)
+        logprobs, entropy, lse, mean_z = _common.finalize(stats)
+        ctx.save_for_backward(hidden, weight, targets, lse, mean_z)
+        ctx.config = (offset, tp_group, tp_size, temperature, ops, token_chunk, vocab_chunk)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        hidden, weight, targets, lse, mean_z = ctx.saved_tensors
+        offset, tp_group, tp_size, temperature, ops, token_chunk, vocab_chunk = ctx.config
+        grad_logprobs, grad_entropy = _dense_grads(grad_logprobs, grad_entropy, lse)
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        num_tokens, vocab_local = hidden.shape[0], weight.shape[0]
+        grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if need_hidden else None
+        grad_weight = _common.empty(weight.shape, weight.dtype, weight.device) if need_weight else None
+        for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+            w_tile = weight[v0:v1]
+            grad_w_tile = torch.zeros(w_tile.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+            for t0, t1 in tile_ranges(num_tokens, token_chunk):
+                logits = _tile_logits(hidden[t0:t1], w_tile)
+                g = logits if hidden.dtype == torch.float32 else _common.empty(logits.shape, hidden.dtype, logits.device)
+                ops.row_grad(logits, targets[t0:t1], offset + v0, lse[t0:t1], mean_z[t0:t1],
+                             grad_logprobs[t0:t1], grad_entropy[t0:t1], temperature, g)
+                del logits
+                if need_hidden:
+                    grad_hidden[t0:t1] += g @ w_tile
+                if need_weight:
+                    grad_w_tile += g.t() @ hidden[t0:t1]
+                del g
+            if need_weight:
+                grad_weight[v0:v1] = grad_w_tile
+        if need_hidden:
+            if tp_size > 1:
+                dist.all_reduce(grad_hidden, group=tp_group)
+            grad_hidden = grad_hidden.to(hidden.dtype)
+        return grad_hidden, grad_weight, None, None, None, None, None, None
+
+
+def fused_linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, tp_group=None,
+                          temperature: float = 1.0, backend: str = "auto", *, token_chunk: int | None = None,
+                          vocab_chunk: int | None = None):
+    """Log-probs of `targets` and entropy under softmax(hidden @ weight.T / temperature).
+
+    hidden: [T, H] bf16/fp16/fp32 (the final-norm output; same on every TP rank).
+    weight: [V_local, H], same dtype as hidden; rows rank * V_local ... of the
+      vocabulary on rank `rank` of `tp_group`.
+    targets: [T] int64 global vocabulary ids, in [0, V_local * tp_size).
+    temperature: > 0 (use the rollout temperature).
+    backend: "triton", "torch" (the CPU default) or "auto".
+    token_chunk, vocab_chunk: tile size; peak extra memory is about
+      token_chunk * vocab_chunk * (4 + 2 * 4) bytes plus [T] statistics and the
+      [vocab_chunk, H] float32 grad accumulator.
+    Returns (logprobs, entropy): [T] float32 each, differentiable w.r.t. hidden
+    and weight (grad_hidden already summed over tp_group).
+    """
+    if hidden.dim() != 2 or weight.dim() != 2:
+        raise ValueError(f"hidden [T, H] and weight [V_local, H] expected, got {list(hidden.shape)} "
+                         f"and {list(weight.shape)}")
+    if hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"hidden size mismatch: hidden has H={hidden.shape[1]}, weight has H={weight.shape[1]}")
+    if hidden.dtype != weight.dtype:
+        raise ValueError(f"dtype mismatch: hidden is {hidden.dtype}, weight is {weight.dtype}")
+    if hidden.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"hidden: dtype {hidden.dtype} not supported (float32, bfloat16, float16)")
+    if hidden.device != weight.device:
+        raise ValueError(f"device mismatch: hidden on {hidden.device}, weight on {weight.device}")
+    if weight.shape[0] == 0:
+        raise ValueError("weight: empty vocabulary dimension")
+    backend = _common.resolve_backend(backend, hidden.device)
+    _, tp_size = _common.tp_info(tp_group)
+    targets = _common.check_targets(targets, hidden.shape[0], weight.shape[0] * tp_size, hidden.device)
+    temperature = _common.check_temperature(temperature)
+    default_t, default_v = _DEFAULT_CHUNKS[backend]
+    token_chunk = _common.check_chunk("token_chunk", token_chunk, default_t)
+    vocab_chunk = _common.check_chunk("vocab_chunk", vocab_chunk, default_v)
+    return _FusedLinearLogprobs.apply(hidden.contiguous(), weight.contiguous(), targets, tp_group, temperature,
+                                      backend_ops(backend), token_chunk, vocab_chunk)

@@ -1,0 +1,104 @@
+"""Log-probs and entropy of target tokens from (vocabulary-parallel) logits.
+
+`vocab_parallel_logprobs(logits [T, V_local], targets [T]) -> (logprobs [T], entropy [T])`
+runs one online-softmax pass over the local vocabulary slice; with a
+tensor-parallel group the per-token max, sum-exp and sum p*(z - max) are
+all-reduced (one MAX, one SUM of a [3, T] buffer) and only the rank that owns
+a target id contributes its logit. The backward is local to each rank:
+softmax terms use the global log-sum-exp saved by the forward, and the target
+term lands only on the owning rank.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _common, tile_torch, tile_triton
+
+# (token_chunk, vocab_chunk) per backend: the torch backend holds two float32
+# copies of one chunk; the Triton kernels stream rows, so one chunk is the whole input.
+_DEFAULT_CHUNKS = {"torch": (1024, 8192), "triton": (1 << 62, 1 << 62)}
+
+
+def backend_ops(backend: str):
+    return tile_triton if backend == "triton" else tile_torch
+
+
+def tile_ranges(total: int, chunk: int):
+    return [(a, min(a + chunk, total)) for a in range(0, total, chunk)]
+
+
+class _VocabParallelLogprobs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets, tp_group, temperature, ops, token_chunk, vocab_chunk):
+        rank, _ = _common.tp_info(tp_group)
+        num_tokens, vocab_local = logits.shape
+        offset = rank * vocab_local
+        parts = []
+        for t0, t1 in tile_ranges(num_tokens, token_chunk):
+            stats = None
+            for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+                tile_stats = ops.row_stats(logits[t0:t1, v0:v1], targets[t0:t1], offset + v0, temperature)
+                stats = tile_stats if stats is None else _common.merge(stats, tile_stats)
+            parts.append(stats)
+        stats = tuple(torch.cat(xs) for xs in zip(*parts))
+        if tp_group is not None and _common.tp_info(tp_group)[1] > 1:
+            stats = _common.all_reduce_stats(stats, tp_group)
+        logprobs, entropy, lse, mean_z = _common.finalize(stats)
+        ctx.save_for_backward(logits, targets, lse, mean_z)
+        ctx.config = (offset, temperature, ops, token_chunk, vocab_chunk)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        logits, targets, lse, mean_z = ctx.saved_tensors
+        offset, temperature, ops, token_chunk, vocab_chunk = ctx.config
+        grad_logprobs, grad_entropy = _dense_grads(grad_logprobs, grad_entropy, lse)
+        grad_logits = _common.empty(logits.shape, logits.dtype, logits.device)
+        num_tokens, vocab_local = logits.shape
+        for t0, t1 in tile_ranges(num_tokens, token_chunk):
+            for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+                ops.row_grad(logits[t0:t1, v0:v1], targets[t0:t1], offset + v0, lse[t0:t1], mean_z[t0:t1],
+                             grad_logprobs[t0:t1], grad_entropy[t0:t1], temperature, grad_logits[t0:t1, v0:v1])
+        return grad_logits, None, None, None, None, None, None
+
+
+def _dense_grads(grad_logprobs, grad_entropy, like):
+    """Incoming grads as contiguous float32 [T] (zeros where autograd passed None)."""
+    g_lp = torch.zeros_like(like) if grad_logprobs is None else grad_logprobs.float().contiguous()
+    g_ent = torch.zeros_like(like) if grad_entropy is None else grad_entropy.float().contiguous()
+    return g_lp, g_ent
+
+
+def vocab_parallel_logprobs(logits: torch.Tensor, targets: torch.Tensor, tp_group=None, temperature: float = 1.0,
+                            backend: str = "auto", *, token_chunk: int | None = None,
+                            vocab_chunk: int | None = None):
+    """Log-probs of `targets` and entropy under softmax(logits / temperature).
+
+    logits: [T, V_local] bf16/fp16/fp32, this rank's vocabulary slice
+      (global ids rank * V_local ... (rank + 1) * V_local - 1 of `tp_group`);
+      any row stride (a non-unit column stride is copied once).
+    targets: [T] int64 global vocabulary ids, in [0, V_local * tp_size).
+    tp_group: the tensor-parallel process group splitting the vocabulary, or None.
+    temperature: > 0, logits are divided by it (use the rollout temperature).
+    backend: "triton", "torch" (chunked, the CPU default) or "auto".
+    token_chunk, vocab_chunk: tile sizes of the chunked loops (defaults per backend).
+    Returns (logprobs, entropy): [T] float32 each, differentiable w.r.t. logits;
+    identical on every rank of `tp_group`.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits: expected [T, V_local], got shape {list(logits.shape)}")
+    if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"logits: dtype {logits.dtype} not supported (float32, bfloat16, float16)")
+    if logits.shape[1] == 0:
+        raise ValueError("logits: empty vocabulary dimension")
+    backend = _common.resolve_backend(backend, logits.device)
+    _, tp_size = _common.tp_info(tp_group)
+    targets = _common.check_targets(targets, logits.shape[0], logits.shape[1] * tp_size, logits.device)
+    temperature = _common.check_temperature(temperature)
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    default_t, default_v = _DEFAULT_CHUNKS[backend]
+    token_chunk = _common.check_chunk("token_chunk", token_chunk, default_t)
+    vocab_chunk = _common.check_chunk("vocab_chunk", vocab_chunk, default_v)
+    return _VocabParallelLogprobs.apply(logits, targets, tp_group, temperature, backend_ops(backend),
+                                        token_chunk, vocab_chunk)
