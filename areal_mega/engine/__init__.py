@@ -1,0 +1,1 @@
+"""Megatron training engine: parallel state, packing, forward, train step, optimizer, checkpoint."""

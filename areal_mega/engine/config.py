@@ -1,0 +1,70 @@
+"""Configs the engine owns: model path, parallel layout, optimizer, micro-batching."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class ParallelConfig:
+    """TP x PP x DP; DP is world_size / (TP * PP) and is checked against the world size."""
+
+    tp: int = 1
+    pp: int = 1
+
+    def __post_init__(self):
+        for name in ("tp", "pp"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
+
+    def dp(self, world_size: int) -> int:
+        if world_size % (self.tp * self.pp):
+            raise ValueError(
+                f"parallel.tp * parallel.pp = {self.tp * self.pp} does not divide the world size {world_size}"
+            )
+        return world_size // (self.tp * self.pp)
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Adam(W) with warm-up then constant or cosine LR, grad-norm clipping."""
+
+    lr: float = 1e-6
+    min_lr: float = 0.0
+    lr_schedule: str = "constant"  # constant | cosine
+    warmup_fraction: float = 0.0  # of total_steps
+    total_steps: int = 1000
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-5
+    weight_decay: float = 0.05
+    clip_grad: float = 1.0
+    distributed_optimizer: bool = True
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"optimizer.lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"optimizer.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.lr <= 0 or self.total_steps < 1:
+            raise ValueError("optimizer.lr must be > 0 and optimizer.total_steps >= 1")
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    """One policy (or reference) model on megatron-core."""
+
+    model_path: str = ""  # HF directory (config.json + safetensors + tokenizer)
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    max_tokens_per_micro_batch: int = 8192  # packing budget per micro-batch row
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    logprob_backend: str = "auto"  # kernels backend: auto | torch | triton
+    seed: int = 1
+
+    def __post_init__(self):
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"engine.dtype must be auto, fp32 or bf16, got '{self.dtype}'")
+        if self.logprob_backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"engine.logprob_backend must be auto, torch or triton, got '{self.logprob_backend}'")
+        if self.max_tokens_per_micro_batch < 1:
+            raise ValueError("engine.max_tokens_per_micro_batch must be >= 1")
