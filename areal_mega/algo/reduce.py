@@ -25,7 +25,7 @@ def masked_moments(x: torch.Tensor, mask: torch.Tensor, group=None) -> tuple[tor
     mean 0 and variance 0.
     """
     m = mask.to(torch.float64)
-    xd = x.to(torch.float64) * m
+    xd = torch.where(mask.bool(), x.to(torch.float64), 0.0)  # padding may hold NaN/inf garbage
     sums = torch.stack([xd.sum(), (xd * xd).sum(), m.sum()])
     all_reduce(sums, group=group)
     count = sums[2]
