@@ -1,0 +1,268 @@
+"""The reference server's engine: batched generation with a KV cache on transformers (fp32, CPU).
+
+One scheduler thread takes every waiting sample (up to `max_running`) into a
+static batch, left-pads it, and decodes step by step with a `DynamicCache`
+until every row has finished; samples that arrive meanwhile wait for the next
+batch. Weight updates take the same model lock, so a batch never sees two
+weight versions, and each response names the version it was generated with.
+
+Logprobs (what SGLang v0.5.23 returns by default, `layers/sampler.py`): at
+temperature 0 the log-softmax of the raw logits; otherwise the log-softmax of
+`logits / temperature`, taken before top-k / top-p truncation (SGLang computes
+`log(probs)` of the temperature-scaled softmax before its top-k/top-p
+sampling kernels). At temperature 1 that is the raw model distribution.
+"""
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from areal_mega.weight_sync.group import join_group, leave_group
+
+# SGLang's SamplingParams defaults (srt/sampling/sampling_params.py, v0.5.23).
+DEFAULT_SAMPLING = dict(
+    max_new_tokens=128, temperature=1.0, top_p=1.0, top_k=-1, stop_token_ids=None, ignore_eos=False, n=1
+)
+IGNORED_SAMPLING = {"skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim", "min_p"}
+
+
+@dataclass
+class Sample:
+    """One sample to generate: prompt `[prompt_len]` token ids and its validated sampling params."""
+
+    input_ids: list[int]
+    params: dict
+    rid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    future: Future = field(default_factory=Future)
+    aborted: bool = False
+    created: float = field(default_factory=time.monotonic)
+
+
+def validate_sampling(params, vocab_size: int) -> dict:
+    """SGLang sampling params (dict) -> dict with defaults; ValueError names the bad field."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ValueError(f"sampling_params must be an object, got {type(params).__name__}")
+    unknown = set(params) - set(DEFAULT_SAMPLING) - IGNORED_SAMPLING - {"sampling_seed", "stop"}
+    if unknown:
+        raise ValueError(f"sampling_params: unsupported field(s) {sorted(unknown)} in the reference server")
+    if params.get("stop"):
+        raise ValueError("sampling_params.stop: stop strings are not supported by the reference server; use stop_token_ids")
+    p = {**DEFAULT_SAMPLING, **{k: v for k, v in params.items() if k in DEFAULT_SAMPLING or k == "sampling_seed"}}
+    checks = {
+        "max_new_tokens": isinstance(p["max_new_tokens"], int) and p["max_new_tokens"] >= 0,
+        "temperature": isinstance(p["temperature"], (int, float)) and p["temperature"] >= 0,
+        "top_p": isinstance(p["top_p"], (int, float)) and 0 < p["top_p"] <= 1,
+        "top_k": isinstance(p["top_k"], int) and (p["top_k"] == -1 or p["top_k"] >= 1),
+        "n": isinstance(p["n"], int) and p["n"] >= 1,
+        "ignore_eos": isinstance(p["ignore_eos"], bool),
+        "stop_token_ids": p["stop_token_ids"] is None
+        or (isinstance(p["stop_token_ids"], list) and all(isinstance(t, int) for t in p["stop_token_ids"])),
+        "sampling_seed": not isinstance(p.get("sampling_seed"), bool)
+        and isinstance(p.get("sampling_seed", 0), int),
+    }
+    for name, ok in checks.items():
+        if not ok:
+            raise ValueError(f"sampling_params.{name}: invalid value {p.get(name)!r}")
+    p["stop_token_ids"] = set(p["stop_token_ids"] or [])
+    return p
+
+
+def _filter_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Zero the probabilities outside each row's top-k and top-p nucleus. probs `[B, V]` float32."""
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    rank = torch.arange(probs.shape[-1]).unsqueeze(0)
+    k = torch.where(top_k > 0, top_k, probs.shape[-1]).unsqueeze(1)
+    keep = (rank < k) & ((sorted_p.cumsum(-1) - sorted_p) < top_p.unsqueeze(1))
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+
+
+class ReferenceEngine:
+    """Holds the HF model, its weight version, the waiting queue and the scheduler thread."""
+
+    def __init__(self, model_dir: str, max_running: int = 64, seed: int = 0):
+        from transformers import AutoModelForCausalLM
+
+        from areal_mega.models.tiny import load_tokenizer
+
+        self.model_dir = str(model_dir)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()
+        self.vocab_size = self.model.config.vocab_size
+        eos = self.model.config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.pad_id = self.model.config.pad_token_id or 0
+        self.max_running = max_running
+        # transformers >= 5.2x renames `past_key_values` to `cache`.
+        params = inspect.signature(self.model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.weight_version = "default"  # SGLang's ServerArgs.weight_version default
+        self.model_lock = threading.Lock()
+        self.waiting: queue.Queue[Sample] = queue.Queue()
+        self.running: list[Sample] = []
+        self.resumed = threading.Event()
+        self.resumed.set()
+        self.abort_all_running = False
+        self.groups: dict[str, object] = {}
+        self.generator = torch.Generator().manual_seed(seed)
+        threading.Thread(target=self._loop, daemon=True, name="scheduler").start()
+
+    def submit(self, input_ids: list[int], params: dict) -> Sample:
+        if not input_ids:
+            raise ValueError("input_ids: empty prompt")
+        bad = [t for t in input_ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"input_ids: token id {bad[0]!r} outside the vocabulary [0, {self.vocab_size})")
+        sample = Sample(list(input_ids), params)
+        self.waiting.put(sample)
+        return sample
+
+    def abort(self, rid: str = "", abort_all: bool = False) -> None:
+        """Finish the matching running/waiting samples with finish_reason abort."""
+        for s in list(self.running) + list(self.waiting.queue):
+            if abort_all or s.rid == rid:
+                s.aborted = True
+        if abort_all:
+            self.abort_all_running = True
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.waiting.get()]
+            self.resumed.wait()
+            while len(batch) < self.max_running:
+                try:
+                    batch.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+            with self.model_lock:
+                self.abort_all_running = False
+                self.running = batch
+                try:
+                    self._run_batch(batch)
+                except Exception as e:  # a broken batch fails its requests, not the server
+                    for s in batch:
+                        if not s.future.done():
+                            s.future.set_exception(e)
+                self.running = []
+
+    @torch.no_grad()
+    def _run_batch(self, batch: list[Sample]) -> None:
+        from transformers import DynamicCache
+
+        version = self.weight_version
+        B = len(batch)
+        lens = [len(s.input_ids) for s in batch]
+        L = max(lens)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        for i, s in enumerate(batch):
+            ids[i, L - lens[i]:] = torch.tensor(s.input_ids)
+            mask[i, L - lens[i]:] = 1
+        temps = torch.tensor([float(s.params["temperature"]) for s in batch])
+        top_p = torch.tensor([float(s.params["top_p"]) for s in batch])
+        top_k = torch.tensor([s.params["top_k"] for s in batch])
+        seeded = {i: torch.Generator().manual_seed(s.params["sampling_seed"])
+                  for i, s in enumerate(batch) if s.params.get("sampling_seed") is not None}
+        out_ids: list[list[int]] = [[] for _ in batch]
+        out_lp: list[list[float]] = [[] for _ in batch]
+        finish: list[dict | None] = [None] * B
+        for i, s in enumerate(batch):
+            if s.params["max_new_tokens"] == 0:
+                finish[i] = {"type": "length", "length": 0}
+        cache = DynamicCache()
+        cur, pos = ids, (mask.cumsum(-1) - 1).clamp(min=0)
+        max_pos = self.model.config.max_position_embeddings
+        while not all(finish):
+            logits = self.model(
+                input_ids=cur, attention_mask=mask, position_ids=pos, use_cache=True, **{self.cache_kwarg: cache}
+            ).logits[:, -1, :].float()
+            greedy = temps == 0
+            logp = torch.log_softmax(logits / torch.where(greedy, 1.0, temps).unsqueeze(1), dim=-1)
+            probs = _filter_top_k_top_p(logp.exp(), top_k, top_p)
+            next_tok = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+            for i, g in seeded.items():
+                next_tok[i] = torch.multinomial(probs[i], 1, generator=g)
+            next_tok = torch.where(greedy, logits.argmax(-1), next_tok)
+            tok_lp = logp.gather(1, next_tok.unsqueeze(1)).squeeze(1)
+            for i, s in enumerate(batch):
+                if finish[i] is not None:
+                    continue
+                if s.aborted or self.abort_all_running:
+                    finish[i] = {"type": "abort", "message": "Abort in waiting queue" if not out_ids[i] else "Abort"}
+                    continue
+                t = int(next_tok[i])
+                out_ids[i].append(t)
+                out_lp[i].append(float(tok_lp[i]))
+                if t in s.params["stop_token_ids"] or (not s.params["ignore_eos"] and t in self.eos_ids):
+                    finish[i] = {"type": "stop", "matched": t}
+                elif len(out_ids[i]) >= s.params["max_new_tokens"] or lens[i] + len(out_ids[i]) >= max_pos:
+                    finish[i] = {"type": "length", "length": len(out_ids[i])}
+            cur = next_tok.unsqueeze(1)
+            pos = pos[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=torch.long)], dim=1)
+        for i, s in enumerate(batch):
+            s.future.set_result(
+                {"output_ids": out_ids[i], "logprobs": out_lp[i], "finish_reason": finish[i], "weight_version": version}
+            )
+
+    def pause(self, mode: str = "abort") -> None:
+        """Stop starting batches; mode 'abort' also finishes the running batch now (SGLang's default)."""
+        if mode not in ("abort", "retract", "in_place"):
+            raise ValueError(f"mode: unknown pause mode {mode!r} (abort, retract, in_place)")
+        self.resumed.clear()
+        if mode == "abort":
+            self.abort(abort_all=True)
+
+    def resume(self) -> None:
+        self.resumed.set()
+
+    def init_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int,
+                   group_name: str, backend: str) -> None:
+        """Join the trainer's weight-update group as rank `rank_offset` (tp_rank 0); blocks until all joined."""
+        if group_name in self.groups:
+            raise ValueError(f"group_name: group {group_name!r} already exists")
+        self.groups[group_name] = join_group(master_address, master_port, rank_offset, world_size, group_name, backend)
+
+    def destroy_group(self, group_name: str) -> None:
+        if group_name not in self.groups:
+            raise ValueError(f"group_name: no group {group_name!r}")
+        leave_group(self.groups.pop(group_name))
+
+    def update_from_distributed(self, names: list[str], dtypes: list[str], shapes: list[list[int]],
+                                group_name: str, weight_version: str | None) -> None:
+        """Receive one bucket (one broadcast from rank 0 per tensor, in `names` order) and load it.
+
+        Waits for the running batch to end (the model lock); every tensor is
+        received before any is loaded, so an unknown name loads nothing.
+        """
+        if group_name not in self.groups:
+            raise ValueError(f"group_name: group {group_name!r} not initialised; call /init_weights_update_group first")
+        if not len(names) == len(dtypes) == len(shapes):
+            raise ValueError("names, dtypes and shapes must have the same length")
+        import torch.distributed as dist
+
+        state = self.model.state_dict()
+        with self.model_lock:
+            received = []
+            for name, dtype, shape in zip(names, dtypes, shapes):
+                t = torch.empty(shape, dtype=getattr(torch, dtype.removeprefix("torch.")))
+                dist.broadcast(t, group=self.groups[group_name], group_src=0)
+                received.append((name, t))
+            unknown = [n for n, _ in received if n not in state]
+            if unknown:
+                raise ValueError(f"names: unknown parameter(s) {unknown[:5]} for {type(self.model).__name__}")
+            for name, t in received:
+                if tuple(state[name].shape) != tuple(t.shape):
+                    raise ValueError(f"{name}: shape {list(t.shape)} != model's {list(state[name].shape)}")
+            for name, t in received:
+                state[name].copy_(t)
+            if weight_version is not None:
+                self.weight_version = str(weight_version)

@@ -1,0 +1,65 @@
+"""Weight sync end to end: this process is the trainer (rank 0), two reference servers are subprocesses."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rollout"))
+from rollout_refs import greedy_decode, response_logprobs  # noqa: E402
+
+from areal_mega.rollout.client import GenerationClient  # noqa: E402
+from areal_mega.rollout.launcher import free_port, launch_servers  # noqa: E402
+from areal_mega.rollout.manager import generate_sync  # noqa: E402
+from areal_mega.weight_sync.broadcast import broadcast_weights, buckets, init_weight_update_group  # noqa: E402
+
+PROMPTS = [[5, 6, 7, 8], [20, 21], [40, 41, 42, 43, 44, 45]]
+
+
+def test_buckets_keep_order_and_size():
+    tensors = [(f"t{i}", torch.zeros(n, dtype=torch.float32)) for i, n in enumerate([10, 10, 30, 5, 1, 100])]
+    got = list(buckets(tensors, bucket_bytes=80))
+    assert [[n for n, _ in b] for b in got] == [["t0", "t1"], ["t2"], ["t3", "t4"], ["t5"]]
+    assert [n for b in got for n, _ in b] == [n for n, _ in tensors]
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+def test_broadcast_makes_servers_match_perturbed_trainer(tiny_qwen2_dir):
+    from transformers import AutoModelForCausalLM
+
+    trainer = AutoModelForCausalLM.from_pretrained(str(tiny_qwen2_dir), dtype=torch.float32).eval()
+    original = [greedy_decode(trainer, p, 12) for p in PROMPTS]
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in trainer.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    expected = [greedy_decode(trainer, p, 12) for p in PROMPTS]
+    assert expected != original, "perturbation too small to tell the weights apart"
+
+    with launch_servers(tiny_qwen2_dir, 2) as pool:
+        client = GenerationClient(pool.urls)
+        params = {"temperature": 0.0, "max_new_tokens": 12, "ignore_eos": True}
+        before = generate_sync(client, PROMPTS, 2, params, quiet=True)
+        assert before.response_ids == [r for r in original for _ in range(2)]
+        assert set(before.weight_versions) == {"default"}
+
+        group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
+        assert group.world_size == 3
+        # named_parameters skips the tied lm_head.weight, as a Qwen 0.5B/1.5B trainer must;
+        # a small bucket size forces several buckets.
+        stats = broadcast_weights(group, client, list(trainer.named_parameters()), weight_version="1",
+                                  bucket_bytes=64 * 1024)
+        assert stats["num_buckets"] > 1 and stats["num_tensors"] == len(list(trainer.parameters()))
+        assert stats["gb_per_s"] > 0
+
+        after = generate_sync(client, PROMPTS, 2, params, quiet=True)
+        assert after.response_ids == [r for r in expected for _ in range(2)]
+        assert set(after.weight_versions) == {"1"}
+        for k, i in enumerate(after.prompt_index):
+            ref = response_logprobs(trainer, PROMPTS[i], after.response_ids[k])
+            assert max(abs(a - b) for a, b in zip(after.rollout_logprobs[k], ref)) < 1e-4
+
+        stats = broadcast_weights(group, client, list(trainer.named_parameters()), weight_version="2")
+        assert stats["num_buckets"] == 1
+        assert generate_sync(client, PROMPTS[:1], 1, params, quiet=True).weight_versions == ["2"]
