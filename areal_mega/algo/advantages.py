@@ -31,6 +31,11 @@ def _check_shapes(response_mask: torch.Tensor, **tensors) -> None:
             raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
 
 
+def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """float32 `x` with masked-out positions set to 0 (padding may hold NaN/inf garbage)."""
+    return torch.where(mask.bool(), x.float(), 0.0)
+
+
 def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
     """`[batch]` int64: index of each row's last masked-in token; -1 for an empty row."""
     m = response_mask.bool()
@@ -53,12 +58,11 @@ def token_rewards(
     last response token. A row with no response token gets no reward.
     """
     _check_shapes(response_mask, task_rewards=task_rewards, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs)
-    mask = response_mask.to(torch.float32)
-    rewards = torch.zeros_like(mask)
+    rewards = torch.zeros(response_mask.shape, dtype=torch.float32, device=response_mask.device)
     if kl_coef != 0.0:
         if old_logprobs is None or ref_logprobs is None:
             raise ValueError("ref_logprobs: needed (with old_logprobs) when kl_coef != 0 and the KL is in the reward")
-        rewards = -kl_coef * kl_estimate(old_logprobs.float(), ref_logprobs.float(), kl_estimator) * mask
+        rewards = _masked(-kl_coef * kl_estimate(old_logprobs.float(), ref_logprobs.float(), kl_estimator), response_mask)
     last = last_token_index(response_mask)
     rows = torch.nonzero(last >= 0).squeeze(1)
     rewards[rows, last[rows]] += task_rewards.to(rewards.dtype)[rows]
@@ -67,9 +71,8 @@ def token_rewards(
 
 def reward_to_go(rewards: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """Undiscounted return from each token on: sum of masked rewards at positions >= t; zero outside the mask."""
-    mask = response_mask.to(rewards.dtype)
-    r = rewards * mask
-    return (r.flip(1).cumsum(1).flip(1)) * mask
+    r = _masked(rewards, response_mask)
+    return _masked(r.flip(1).cumsum(1).flip(1), response_mask)
 
 
 def gae(
@@ -89,8 +92,8 @@ def gae(
     """
     _check_shapes(response_mask, rewards=rewards, values=values)
     mask = response_mask.to(torch.float32)
-    r = rewards.float() * mask
-    v = torch.zeros_like(r) if values is None else values.float() * mask
+    r = _masked(rewards, response_mask)
+    v = torch.zeros_like(r) if values is None else _masked(values, response_mask)
     batch, length = r.shape
     next_value = torch.zeros(batch, device=r.device)
     next_adv = torch.zeros(batch, device=r.device)
@@ -119,7 +122,7 @@ def _group_stats(
     num = torch.tensor([int(group_ids.max()) + 1 if group_ids.numel() else 0], device=values.device)
     num_groups = int(all_reduce(num, op=dist.ReduceOp.MAX, group=group).item())
     w = valid.to(torch.float64)
-    x = values.to(torch.float64) * w
+    x = torch.where(valid.bool(), values.to(torch.float64), 0.0)
     sums = torch.zeros(3, num_groups, dtype=torch.float64, device=values.device)
     ids = group_ids.long()
     sums[0].index_add_(0, ids, x)
@@ -158,11 +161,11 @@ def normalize_advantages(
     _check_shapes(response_mask, advantages=advantages, group_ids=group_ids)
     mask = response_mask.to(torch.float32)
     if mode == "none":
-        return advantages.float() * mask
+        return _masked(advantages, response_mask)
     if mode == "batch":
         mean, var, _ = masked_moments(advantages, mask, group=group)
         out = (advantages.double() - mean) / (var.sqrt() + eps)
-        return out.float() * mask
+        return _masked(out, response_mask)
     if mode == "group":
         if group_ids is None:
             raise ValueError("group_ids: needed for adv_norm='group'")
@@ -171,7 +174,7 @@ def normalize_advantages(
         scores = advantages.gather(1, first.unsqueeze(1)).squeeze(1)
         mean, std = _group_stats(scores, valid, group_ids, group=group)
         out = (advantages.double() - mean.unsqueeze(1)) / (std.unsqueeze(1) + eps)
-        return out.float() * mask
+        return _masked(out, response_mask)
     raise ValueError(f"adv_norm: '{mode}' is not one of batch, group, none")
 
 

@@ -164,3 +164,18 @@ def test_bad_inputs_name_the_argument():
         normalize_advantages(old, mask, "group", group_ids=-torch.ones(len(task), dtype=torch.long))
     with pytest.raises(ValueError, match="adv_norm"):
         normalize_advantages(old, mask, "whiten")
+
+
+@pytest.mark.parametrize("mode", ["batch", "group", "none"])
+@pytest.mark.parametrize("gamma", [1.0, 0.95])
+def test_padding_garbage_does_not_leak(mode, gamma):
+    task, old, ref, _, mask, _ = random_batch(seed=12, holes=True)
+    group_ids = torch.arange(len(task)) // 3
+    cfg = AlgoConfig(kl_coef=0.1, adv_norm=mode, gamma=gamma)
+    clean, clean_stats = compute_advantages(cfg, task, mask, old, ref, group_ids)
+    dirty_old, dirty_ref = old.clone(), ref.clone()
+    dirty_old[~mask], dirty_ref[~mask] = float("nan"), float("inf")
+    dirty, dirty_stats = compute_advantages(cfg, task, mask, dirty_old, dirty_ref, group_ids)
+    assert torch.isfinite(dirty).all() and (dirty[~mask] == 0).all()
+    torch.testing.assert_close(dirty, clean)
+    assert dirty_stats == clean_stats
