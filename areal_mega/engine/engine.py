@@ -1,0 +1,197 @@
+"""The training engine: one model (policy or frozen reference) on megatron-core.
+
+Every rank of the job constructs the same `Engine` and calls its methods
+together. Global rank 0 is the controller: it passes the batch; the engine
+broadcasts it, gives each DP rank a token-balanced share, packs the share
+into micro-batches and runs megatron-core's pipeline schedule. Results come
+back on every rank in the batch's order.
+
+Loss functions take flat per-response-token tensors of one micro-batch:
+`loss_fn(logprobs [N], entropy [N], fields {name: [N]}, mb, global_num_tokens, global_num_seqs)`
+and return `(loss, stats)`, the loss already normalised over the whole global
+batch (sum over micro-batches and DP ranks is the batch loss); stats are
+micro-batch means of floats, averaged by the engine with token weights.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from areal_mega.engine.config import EngineConfig
+from areal_mega.engine.forward import model_inputs, output_hidden_states, response_logprobs
+from areal_mega.engine.optimizer import build_optimizer, wrap_ddp
+from areal_mega.engine.packing import MicroBatch, SeqBatch, pack, partition_balanced
+from areal_mega.engine.parallel import Topology, init_topology
+from areal_mega.models.hf_config import build_gpt_model, read_hf_dims, transformer_config, use_transformer_engine
+from areal_mega.models.hf_io import iter_hf_weights, load_hf_weights
+from areal_mega.platform import device as platform_device
+
+LossFn = Callable[..., tuple[torch.Tensor, dict]]
+
+
+@functools.lru_cache(maxsize=None)
+def _object_group():
+    """A gloo group over the whole job for Python objects (batches, results)."""
+    return dist.new_group(backend="gloo")
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+class Engine:
+    """A GPT model of one pipeline stage, its optimizer (if trainable) and the schedule."""
+
+    def __init__(self, cfg: EngineConfig, trainable: bool = True):
+        self.cfg = cfg
+        self.topo: Topology = init_topology(cfg.parallel, cfg.seed)
+        self.dims = read_hf_dims(cfg.model_path)
+        self.dtype = _dtype(cfg.dtype)
+        self.device = platform_device()
+        self.use_te = use_transformer_engine()
+        self.tconfig = transformer_config(self.dims, cfg.parallel.tp, cfg.parallel.pp, self.dtype)
+        self.layer_offset = self.topo.pp_rank * (self.dims.num_layers // self.topo.pp_size)
+        model = build_gpt_model(self.dims, self.tconfig, self.topo.is_first_stage, self.topo.is_last_stage, self.topo.tp_size)
+        model = model.to(device=self.device, dtype=self.dtype)
+        load_hf_weights(model, cfg.model_path, self.dims, self.topo.tp_rank, self.topo.tp_size, self.layer_offset)
+        if self.topo.is_last_stage:
+            output_hidden_states(model)
+        self.gpt = model
+        self.trainable = trainable
+        self.optimizer = self.scheduler = None
+        if trainable:
+            self.model = wrap_ddp(model, self.tconfig, cfg.optimizer.distributed_optimizer)
+            self.optimizer, self.scheduler = build_optimizer(self.model, cfg.optimizer, self.dtype)
+            self.tconfig.finalize_model_grads_func = self._finalize_grads
+        else:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            self.model = model
+        self.steps = 0
+
+    # ----------------------------------------------------------------- batches
+    def _share(self, batch: SeqBatch | None) -> tuple[SeqBatch, list[int], int, int]:
+        """Broadcast the controller's batch; return this DP rank's share and global counts."""
+        box = [batch if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(box, src=0, group=_object_group())
+        batch = box[0]
+        parts = partition_balanced([len(ids) for ids in batch.input_ids], self.topo.dp_size)
+        mine = parts[self.topo.dp_rank]
+        return batch.select(mine), mine, batch.num_response_tokens(), len(batch)
+
+    def _run_schedule(self, micro_batches: list[MicroBatch], loss_fn, forward_only: bool, temperature: float):
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        def forward_step(data_iterator, model):
+            mb = next(data_iterator)
+            hidden = model(**model_inputs(mb, self.device, self.use_te))
+            return hidden, functools.partial(self._last_stage_loss, mb, loss_fn, temperature)
+
+        return get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iter(micro_batches),
+            model=[self.model],
+            num_microbatches=len(micro_batches),
+            seq_length=max(mb.num_tokens for mb in micro_batches),
+            micro_batch_size=1,
+            forward_only=forward_only,
+        )
+
+    def _last_stage_loss(self, mb: MicroBatch, loss_fn, temperature: float, hidden: torch.Tensor):
+        weight = self.gpt.shared_embedding_or_output_weight()
+        logprobs, entropy = response_logprobs(
+            hidden, weight, mb, self.topo.tp_group, temperature, self.cfg.logprob_backend
+        )
+        num_tokens = torch.tensor(len(mb.targets), dtype=torch.int)
+        if loss_fn is None:
+            zero = logprobs.sum() * 0.0
+            return zero, num_tokens, {"mb": mb, "logprobs": logprobs.detach().float().cpu(), "entropy": entropy.detach().float().cpu()}
+        fields = {k: v.to(self.device) for k, v in mb.token_fields.items()}
+        loss, stats = loss_fn(logprobs, entropy, fields, mb)
+        stats = {k: float(v) for k, v in stats.items()}
+        return loss, num_tokens, {"loss": loss.detach().float().item(), "n": len(mb.targets), "stats": stats}
+
+    def _finalize_grads(self, model_chunks, num_tokens=None, **kwargs):
+        from megatron.core.distributed import finalize_model_grads
+
+        finalize_model_grads(model_chunks, num_tokens=None)
+
+    def _gather(self, local: list) -> list:
+        """All-gather Python objects from every rank (results of last stages)."""
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, local, group=_object_group())
+        return out
+
+    # ----------------------------------------------------------------- public
+    @torch.no_grad()
+    def forward(self, batch: SeqBatch | None, temperature: float = 1.0) -> dict[str, list[torch.Tensor]]:
+        """Logprobs and entropy of every response token: {"logprobs": [R_i], "entropy": [R_i]} per sequence.
+
+        Logits are divided by `temperature` (the rollout temperature) first.
+        """
+        share, indices, _, num_seqs = self._share(batch)
+        was_training = self.model.training
+        self.model.eval()
+        store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), None, True, temperature)
+        self.model.train(was_training)
+        local = []
+        if self.topo.is_last_stage and self.topo.tp_rank == 0:
+            for item in store:
+                mb, lp, ent = item["mb"], item["logprobs"], item["entropy"]
+                for j, (lp_s, ent_s) in enumerate(zip(lp.split(mb.response_lens.tolist()), ent.split(mb.response_lens.tolist()))):
+                    local.append((indices[mb.seq_index[j]], lp_s, ent_s))
+        result = {"logprobs": [None] * num_seqs, "entropy": [None] * num_seqs}
+        for part in self._gather(local):
+            for i, lp, ent in part:
+                result["logprobs"][i], result["entropy"][i] = lp, ent
+        return result
+
+    def train_step(self, batch: SeqBatch | None, loss_fn: LossFn, temperature: float = 1.0) -> dict:
+        """One optimizer step over the whole batch: forward + backward of every micro-batch, then Adam.
+
+        `loss_fn(logprobs, entropy, fields, mb)` is wrapped so that it also
+        receives the global token and sequence counts as keyword arguments
+        `global_num_tokens` and `global_num_seqs`. A non-finite loss or
+        gradient on any rank skips the update on all ranks
+        (`stats["skipped"] = 1`).
+        """
+        if not self.trainable:
+            raise RuntimeError("train_step on an engine built with trainable=False")
+        share, _, num_tokens, num_seqs = self._share(batch)
+        wrapped = functools.partial(loss_fn, global_num_tokens=float(num_tokens), global_num_seqs=float(num_seqs))
+        self.model.train()
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), wrapped, False, temperature)
+        finite = all(math.isfinite(s["loss"]) for s in store)
+        finite = finite and all(bool(torch.isfinite(b.grad_data).all()) for b in self.model.buffers)
+        flag = torch.tensor([0.0 if finite else 1.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_object_group())
+        if flag.item() > 0:
+            grad_norm, skipped = float("nan"), 1.0
+            self.model.zero_grad_buffer()
+            self.optimizer.zero_grad()
+        else:
+            _, grad_norm, _ = self.optimizer.step()
+            self.scheduler.step(increment=1)
+            skipped = 0.0
+            self.steps += 1
+        local = [(s["loss"], s["n"], s["stats"]) for s in store] if self.topo.tp_rank == 0 else []
+        parts = [p for part in self._gather(local) for p in part]
+        total_n = sum(n for _, n, _ in parts) or 1
+        stats = {"loss": sum(loss for loss, _, _ in parts)}
+        for key in parts[0][2] if parts else []:
+            stats[key] = sum(s[key] * n for _, n, s in parts) / total_n
+        stats.update(grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"], skipped=skipped)
+        return stats
+
+    def hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """This stage's weights as full HF tensors (TP ranks of the stage iterate together)."""
+        return iter_hf_weights(self.gpt, self.dims, self.topo.tp_group, self.layer_offset)
