@@ -26,7 +26,7 @@ def _check_shapes(response_mask: torch.Tensor, **tensors) -> None:
     for name, t in tensors.items():
         if t is None:
             continue
-        want = (batch,) if name in ("task_rewards", "group_ids", "truncated") else tuple(response_mask.shape)
+        want = (batch,) if name in ("task_rewards", "group_ids") else tuple(response_mask.shape)
         if tuple(t.shape) != want:
             raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
 
