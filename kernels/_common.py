@@ -68,6 +68,18 @@ def check_chunk(name: str, value: int | None, default: int) -> int:
     return int(value)
 
 
+def tile_ranges(total: int, chunk: int) -> list[tuple[int, int]]:
+    """[(start, end)) ranges covering 0..total in steps of `chunk`."""
+    return [(a, min(a + chunk, total)) for a in range(0, total, chunk)]
+
+
+def dense_grads(grad_logprobs, grad_entropy, like):
+    """Incoming grads as contiguous float32 [T] (zeros where autograd passed None)."""
+    g_lp = torch.zeros_like(like) if grad_logprobs is None else grad_logprobs.float().contiguous()
+    g_ent = torch.zeros_like(like) if grad_entropy is None else grad_entropy.float().contiguous()
+    return g_lp, g_ent
+
+
 def merge(a, b):
     """Combine the statistics (m, s, w, zt) of two disjoint vocabulary slices."""
     m1, s1, w1, t1 = a

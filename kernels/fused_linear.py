@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from . import _common
-from .vocab_parallel import _dense_grads, backend_ops, tile_ranges
+from .vocab_parallel import backend_ops
 
 _DEFAULT_CHUNKS = {"torch": (1024, 8192), "triton": (4096, 16384)}
 
@@ -43,9 +43,9 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         num_tokens, vocab_local = hidden.shape[0], weight.shape[0]
         offset = rank * vocab_local
         parts = []
-        for t0, t1 in tile_ranges(num_tokens, token_chunk):
+        for t0, t1 in _common.tile_ranges(num_tokens, token_chunk):
             stats = None
-            for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+            for v0, v1 in _common.tile_ranges(vocab_local, vocab_chunk):
                 logits = _tile_logits(hidden[t0:t1], weight[v0:v1])
                 tile_stats = ops.row_stats(logits, targets[t0:t1], offset + v0, temperature)
                 del logits
@@ -63,15 +63,15 @@ class _FusedLinearLogprobs(torch.autograd.Function):
     def backward(ctx, grad_logprobs, grad_entropy):
         hidden, weight, targets, lse, mean_z = ctx.saved_tensors
         offset, tp_group, tp_size, temperature, ops, token_chunk, vocab_chunk = ctx.config
-        grad_logprobs, grad_entropy = _dense_grads(grad_logprobs, grad_entropy, lse)
+        grad_logprobs, grad_entropy = _common.dense_grads(grad_logprobs, grad_entropy, lse)
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         num_tokens, vocab_local = hidden.shape[0], weight.shape[0]
         grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if need_hidden else None
         grad_weight = _common.empty(weight.shape, weight.dtype, weight.device) if need_weight else None
-        for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+        for v0, v1 in _common.tile_ranges(vocab_local, vocab_chunk):
             w_tile = weight[v0:v1]
             grad_w_tile = torch.zeros(w_tile.shape, dtype=torch.float32, device=weight.device) if need_weight else None
-            for t0, t1 in tile_ranges(num_tokens, token_chunk):
+            for t0, t1 in _common.tile_ranges(num_tokens, token_chunk):
                 logits = _tile_logits(hidden[t0:t1], w_tile)
                 g = logits if hidden.dtype == torch.float32 else _common.empty(logits.shape, hidden.dtype, logits.device)
                 ops.row_grad(logits, targets[t0:t1], offset + v0, lse[t0:t1], mean_z[t0:t1],

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from . import _common
-
 
 def _target_columns(targets: torch.Tensor, vocab_start: int, width: int):
     """(column index clamped into the tile, bool: this tile owns the target)."""

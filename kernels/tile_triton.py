@@ -20,9 +20,9 @@ def _row_stats_kernel(x_ptr, stride_x, tgt_ptr, m_ptr, s_ptr, w_ptr, zt_ptr,
                       width, vocab_start, inv_temp, BLOCK_V: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x
-    m = float("-inf")
-    s = 0.0
-    w = 0.0
+    m = tl.full([], float("-inf"), tl.float32)
+    s = tl.full([], 0.0, tl.float32)
+    w = tl.full([], 0.0, tl.float32)
     for start in range(0, width, BLOCK_V):
         cols = start + tl.arange(0, BLOCK_V)
         mask = cols < width

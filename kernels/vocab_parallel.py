@@ -20,28 +20,25 @@ _DEFAULT_CHUNKS = {"torch": (1024, 8192), "triton": (1 << 62, 1 << 62)}
 
 
 def backend_ops(backend: str):
+    """The tile-operation module (row_stats, row_grad) of a resolved backend."""
     return tile_triton if backend == "triton" else tile_torch
-
-
-def tile_ranges(total: int, chunk: int):
-    return [(a, min(a + chunk, total)) for a in range(0, total, chunk)]
 
 
 class _VocabParallelLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, tp_group, temperature, ops, token_chunk, vocab_chunk):
-        rank, _ = _common.tp_info(tp_group)
+        rank, tp_size = _common.tp_info(tp_group)
         num_tokens, vocab_local = logits.shape
         offset = rank * vocab_local
         parts = []
-        for t0, t1 in tile_ranges(num_tokens, token_chunk):
+        for t0, t1 in _common.tile_ranges(num_tokens, token_chunk):
             stats = None
-            for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+            for v0, v1 in _common.tile_ranges(vocab_local, vocab_chunk):
                 tile_stats = ops.row_stats(logits[t0:t1, v0:v1], targets[t0:t1], offset + v0, temperature)
                 stats = tile_stats if stats is None else _common.merge(stats, tile_stats)
             parts.append(stats)
         stats = tuple(torch.cat(xs) for xs in zip(*parts))
-        if tp_group is not None and _common.tp_info(tp_group)[1] > 1:
+        if tp_size > 1:
             stats = _common.all_reduce_stats(stats, tp_group)
         logprobs, entropy, lse, mean_z = _common.finalize(stats)
         ctx.save_for_backward(logits, targets, lse, mean_z)
@@ -52,21 +49,14 @@ class _VocabParallelLogprobs(torch.autograd.Function):
     def backward(ctx, grad_logprobs, grad_entropy):
         logits, targets, lse, mean_z = ctx.saved_tensors
         offset, temperature, ops, token_chunk, vocab_chunk = ctx.config
-        grad_logprobs, grad_entropy = _dense_grads(grad_logprobs, grad_entropy, lse)
+        grad_logprobs, grad_entropy = _common.dense_grads(grad_logprobs, grad_entropy, lse)
         grad_logits = _common.empty(logits.shape, logits.dtype, logits.device)
         num_tokens, vocab_local = logits.shape
-        for t0, t1 in tile_ranges(num_tokens, token_chunk):
-            for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+        for t0, t1 in _common.tile_ranges(num_tokens, token_chunk):
+            for v0, v1 in _common.tile_ranges(vocab_local, vocab_chunk):
                 ops.row_grad(logits[t0:t1, v0:v1], targets[t0:t1], offset + v0, lse[t0:t1], mean_z[t0:t1],
                              grad_logprobs[t0:t1], grad_entropy[t0:t1], temperature, grad_logits[t0:t1, v0:v1])
         return grad_logits, None, None, None, None, None, None
-
-
-def _dense_grads(grad_logprobs, grad_entropy, like):
-    """Incoming grads as contiguous float32 [T] (zeros where autograd passed None)."""
-    g_lp = torch.zeros_like(like) if grad_logprobs is None else grad_logprobs.float().contiguous()
-    g_ent = torch.zeros_like(like) if grad_entropy is None else grad_entropy.float().contiguous()
-    return g_lp, g_ent
 
 
 def vocab_parallel_logprobs(logits: torch.Tensor, targets: torch.Tensor, tp_group=None, temperature: float = 1.0,
