@@ -12,6 +12,8 @@ then logprob = zt - (m + log s) and entropy = log s - w / s.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -29,6 +31,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
     if backend == "auto":
         return "triton" if device.type == "cuda" else "torch"
+    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("backend='triton' on CPU needs TRITON_INTERPRET=1 in the environment before triton "
+                         "is imported (or use backend='torch')")
     return backend
 
 

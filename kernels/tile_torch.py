@@ -1,8 +1,8 @@
 """Pure-torch tile operations (the CPU default backend).
 
 A tile is a [Tc, Vc] block of logits (any float dtype, any row stride) whose
-column 0 is global vocabulary id `vocab_start`. Each call holds at most two
-float32 copies of the tile.
+column 0 is global vocabulary id `vocab_start`. Each call holds at most three
+float32 tile-sized temporaries, so callers bound memory with the tile size.
 """
 from __future__ import annotations
 

@@ -101,3 +101,9 @@ def test_bad_input_names_the_problem():
         vocab_parallel_logprobs(logits, good, backend="cuda")
     with pytest.raises(ValueError, match="vocab_chunk"):
         vocab_parallel_logprobs(logits, good, vocab_chunk=0)
+
+
+def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        vocab_parallel_logprobs(torch.randn(3, 5), torch.tensor([0, 1, 2]), backend="triton")
