@@ -105,7 +105,7 @@ async def generate(
     `sampling_params` are SGLang's (temperature, top_p, top_k, max_new_tokens,
     stop_token_ids, ignore_eos...); its "n", if any, is replaced by 1 per
     request. metrics: gen_tokens_per_s, latency_p50/p90/p99_s, num_samples,
-    gen_tokens, num_aborted, wall_s.
+    gen_tokens, num_aborted (kept as abort), num_abort_retries, wall_s.
     """
     from tqdm.auto import tqdm
 
@@ -113,6 +113,7 @@ async def generate(
         raise ValueError(f"n must be >= 1, got {n}")
     params = {**sampling_params, "n": 1}
     latencies: list[float] = []
+    retried = [0]
     bar = tqdm(total=len(prompts) * n, desc="rollout", unit="sample", disable=quiet)
 
     async def one(prompt: list[int]):
@@ -122,6 +123,7 @@ async def generate(
             latencies.append(time.monotonic() - t0)
             if reason != "abort":
                 break
+            retried[0] += 1
         bar.update(1)
         return ids, lps, reason, version
 
@@ -149,6 +151,7 @@ async def generate(
         "latency_p90_s": _percentile(latencies, 0.9),
         "latency_p99_s": _percentile(latencies, 0.99),
         "num_aborted": batch.finish_reasons.count("abort"),
+        "num_abort_retries": retried[0],
         "wall_s": wall,
     }
     return batch

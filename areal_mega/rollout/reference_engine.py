@@ -21,6 +21,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -93,6 +94,8 @@ class ReferenceEngine:
 
         from areal_mega.models.tiny import load_tokenizer
 
+        if not (Path(model_dir) / "config.json").is_file():
+            raise ValueError(f"model: {model_dir} has no config.json (not a HF checkpoint directory)")
         self.model_dir = str(model_dir)
         self.tokenizer = load_tokenizer(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()

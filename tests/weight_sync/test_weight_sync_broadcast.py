@@ -1,5 +1,7 @@
 """Weight sync end to end: this process is the trainer (rank 0), two reference servers are subprocesses."""
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,24 @@ def test_broadcast_makes_servers_match_perturbed_trainer(tiny_qwen2_dir):
             ref = response_logprobs(trainer, PROMPTS[i], after.response_ids[k])
             assert max(abs(a - b) for a, b in zip(after.rollout_logprobs[k], ref)) < 1e-4
 
-        stats = broadcast_weights(group, client, list(trainer.named_parameters()), weight_version="2")
+        # An update during a rollout: running requests are aborted by the pause and sent again,
+        # so every sample is wholly of one version.
+        v1 = [greedy_decode(trainer, p, 300) for p in PROMPTS]
+        with torch.no_grad():
+            for p in trainer.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        v2 = [greedy_decode(trainer, p, 300) for p in PROMPTS]
+        long = {**params, "max_new_tokens": 300}
+        rollout_client = GenerationClient(pool.urls)
+        with ThreadPoolExecutor(1) as ex:
+            running = ex.submit(generate_sync, rollout_client, PROMPTS, 4, long, True)
+            while sum(s.outstanding_tokens for s in rollout_client.servers) == 0:
+                time.sleep(0.01)
+            time.sleep(0.2)
+            stats = broadcast_weights(group, client, list(trainer.named_parameters()), weight_version="2")
+            batch = running.result()
         assert stats["num_buckets"] == 1
-        assert generate_sync(client, PROMPTS[:1], 1, params, quiet=True).weight_versions == ["2"]
+        assert batch.metrics["num_abort_retries"] > 0 and set(batch.finish_reasons) == {"length"}
+        for k, i in enumerate(batch.prompt_index):
+            want = {"1": v1, "2": v2}[batch.weight_versions[k]][i]
+            assert batch.response_ids[k] == want
