@@ -1,0 +1,114 @@
+"""Normalise an answer string before comparison (the Qwen math-evaluation rules).
+
+`normalize(s)` returns a canonical LaTeX-ish string: no `$`, `\\left`/`\\right`,
+spacing commands, `\\text{}` wrappers, trailing units, degree signs, `\\%`,
+thousands separators, trailing `.0`, leading `x =`; `dfrac`/`tfrac` -> `frac`,
+`\\frac12` -> `\\frac{1}{2}`, `\\sqrt3` -> `\\sqrt{3}`, `a/b` -> `\\frac{a}{b}`
+for integers, number words -> digits. `has_percent(s)` says whether the raw
+string was written as a percentage. Both are regex passes over bounded input
+(callers cap the length), so they cannot hang.
+"""
+from __future__ import annotations
+
+import re
+
+_WORD_NUMBERS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_UNITS = (
+    "degrees|degree|deg|cm|centimeters|centimeter|meters|meter|km|kilometers|mm|inches|inch|feet|foot|ft|"
+    "miles|mile|mph|yards|yard|units|unit|sq|square|cubic|dollars|dollar|cents|cent|hours|hour|minutes|minute|"
+    "seconds|second|days|day|weeks|week|years|year|points|point|people|students|ways|pounds|pound|kg|grams|gram|"
+    "liters|liter|gallons|gallon|hrs|hr|min|sec"
+)
+# Ordinals right after digits ("21st"); one-letter units ("m", "s") are left alone: they are variables too.
+_TRAILING_UNIT = re.compile(
+    rf"(?:(?<=[\d}}])\s*(?:{_UNITS})|(?<=\d)(?:st|nd|rd|th)|(?<=[a-zA-Z])\s+(?:{_UNITS}))"
+    rf"\b(?:\^\{{?\d\}}?|\^\d)?\.?$"
+)
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|mathit|boldsymbol|operatorname)\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_FRAC_SHORT = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*([0-9a-zA-Z])")
+_FRAC_HALF = re.compile(r"\\frac\s*\{([^{}]*)\}\s*([0-9a-zA-Z])")
+_FRAC_HALF2 = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*\{")
+_SQRT_SHORT = re.compile(r"\\sqrt\s*([0-9a-zA-Z])")
+_INT_SLASH = re.compile(r"^(-?\d+)/(\d+)$")
+_TRAILING_ZERO = re.compile(r"(\d)\.0+(?![\d])")
+_LEADING_VAR = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\eq)\s*(?!.*=)")
+
+
+def has_percent(s: str) -> bool:
+    """True when the answer was written as a percentage (`%` or `\\%`, or the word)."""
+    return "%" in s or "percent" in s.lower()
+
+
+def _strip_units(s: str) -> str:
+    # A trailing \text{...} holding letters is a unit or a label ("5 \text{ cm}").
+    s = re.sub(r"(?<=\S)\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .^{}0-9]*\}(?:\^\{?\d\}?)?\s*$", "", s)
+    prev = None
+    while prev != s:
+        prev, s = s, _TRAILING_UNIT.sub("", s).rstrip()
+    return s
+
+
+def normalize(s: str, strip_lhs: bool = True) -> str:
+    """Canonical form of an answer string (see module docstring).
+
+    strip_lhs: drop a leading `x =` (False keeps equations whole).
+    """
+    s = str(s).strip().replace("\n", " ").replace("\r", " ")
+    s = s.replace("\\$", "").replace("$", "")
+    s = s.replace("\\displaystyle", "").replace("\\left", "").replace("\\right", "")
+    s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    s = s.replace("\\leq", "\\le").replace("\\geq", "\\ge").replace("\\neq", "\\ne")
+    s = s.replace("\\infty", "\\infty ").replace("infinity", "\\infty").replace("\\emptyset", "\\varnothing")
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\circ", "").replace("°", "")
+    s = s.replace("\\%", "").replace("%", "").replace("\\percent", "").replace("percent", "")
+    s = _SPACING.sub("", s)
+    s = s.replace("{,}", ",")
+    s = _strip_units(s)
+    for _ in range(3):  # nested \text{\textbf{...}}
+        s = _TEXT_CMD.sub(r"\1", s)
+    s = re.sub(r"\s+and\s+", ",", s)
+    s = s.strip().rstrip(".").strip()
+    s = _strip_units(s)
+    low = s.lower()
+    if low in _WORD_NUMBERS:
+        s = _WORD_NUMBERS[low]
+    m = _LEADING_VAR.match(s) if strip_lhs else None
+    if m and len(s) > m.end():
+        s = s[m.end() :]
+    # Spaces go, except one that ends a command before a letter ("\\pi r" must not become "\\pir").
+    s = re.sub(r"(\\[a-zA-Z]+) +(?=[a-zA-Z])", "\\1\x00", s).replace(" ", "").replace("\x00", " ")
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_HALF.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_HALF2.sub(r"\\frac{\1}{", s)
+    s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
+    m = _INT_SLASH.match(s)
+    if m:
+        s = f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}"
+    s = re.sub(r"(^|[^\d])\.(\d)", r"\g<1>0.\2", s)
+    s = _TRAILING_ZERO.sub(r"\1", s)
+    s = s.replace("+\\infty", "\\infty")
+    if s.startswith("\\{") is False and len(s) > 2 and s[0] == "{" and s[-1] == "}" and _balanced_group(s):
+        s = s[1:-1]
+    return s
+
+
+def _balanced_group(s: str) -> bool:
+    """True when s[0] == '{' closes at the last character (so the braces are redundant)."""
+    depth = 0
+    for i, ch in enumerate(s):
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0 and i < len(s) - 1:
+            return False
+    return depth == 0

@@ -1,0 +1,123 @@
+"""Hostile model output: finishes in time, scores wrong, executes nothing."""
+import os
+import time
+
+import pytest
+
+from areal_mega.reward import RewardConfig, RewardPool
+from areal_mega.reward.parse import ParseError, parse_expr_safe
+
+# sympy takes minutes on this (measured > 120 s on the dev machine).
+SLOW_PRED = "\\sin(x)^{9}\\cos(y)^{9}+(x+y+z)^{30}"
+SLOW_GOLD = "(x+y+z+1)^{30}"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with RewardPool(RewardConfig(num_workers=2, timeout_s=2.0, max_response_chars=200_000)) as p:
+        yield p
+
+
+def test_hung_check_is_killed_and_worker_replaced(pool):
+    t0 = time.monotonic()
+    got = pool.check([SLOW_PRED, "1", "2"], [SLOW_GOLD, "1", "3"], timeout=1.0)
+    elapsed = time.monotonic() - t0
+    assert got == [False, True, False]
+    assert elapsed < 10.0
+    assert pool.stats["timeouts"] >= 1
+    assert pool.check(["\\frac{1}{2}"], ["0.5"]) == [True]  # the replacement worker answers
+
+
+def test_crashed_worker_is_replaced(pool):
+    pool.check(["1"], ["1"])
+    victim = pool._workers[0].proc
+    victim.kill()
+    victim.join()
+    assert pool.check(["1", "2", "3"], ["1", "2", "4"]) == [True, True, False]
+
+
+def test_hostile_responses_score_wrong_quickly(pool, tmp_path):
+    marker = tmp_path / "pwned"
+    hostile = [
+        "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+        "\\boxed{" + "{" * 10_000,
+        "a" * 1_000_000 + "\\boxed{1}",
+        "\\boxed{10^{10^{10^{10}}}}",
+        "\\boxed{2^{2^{2^{2^{2^{2}}}}}}",
+        "\\boxed{9999999!}",
+        f"\\boxed{{__import__('os').system('touch {marker}')}}",
+        f"The answer is __import__('os').system('touch {marker}')",
+        f"\\boxed{{open('{marker}', 'w').write('x')}}",
+        f"\\boxed{{exec(\"open('{marker}','w')\")}}",
+        "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
+        "\\boxed{" + "-" * 5000 + "1}",
+    ]
+    t0 = time.monotonic()
+    rewards = pool.score(hostile, ["1"] * len(hostile))
+    assert time.monotonic() - t0 < 30.0
+    assert rewards == [-5.0] * len(hostile)
+    assert not marker.exists()
+    assert pool.stats["too_long"] >= 1
+
+
+def test_huge_answer_strings_are_bounded(pool):
+    assert pool.check(["1" * 1_000_000, "1" * 1_000_000], ["1" * 1_000_000, "1"]) == [False, False]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["10^{10^{10^{10}}}", "2^{10000}", "(10^{999})^{999}", "9999!", "__import__('os')", "open('f')", "a.b", "x;y", "1e99999"],
+)
+def test_parser_refuses(text):
+    with pytest.raises(ParseError):
+        parse_expr_safe(text)
+
+
+def test_no_string_is_ever_evaluated(monkeypatch):
+    """Every case of the equivalence suite runs with eval/exec of strings and sympy's string parser trapped on any input text."""
+    import builtins
+
+    import sympy.parsing.sympy_parser as sympy_parser
+    from equivalence_cases import ALL_CASES
+
+    from areal_mega.reward.equal import equal_unguarded
+
+    equal_unguarded("\\sin(x)+1", "1+\\sin(x)")  # finish sympy's lazy imports (importlib execs code objects)
+    real_eval, real_exec = builtins.eval, builtins.exec
+
+    # sympy compiles code strings of its own (polys monomials); only our inputs must never reach eval/exec.
+    hostile = ["__import__('os').system('true')", "open('f','w')", "zzqq_sentinel+1"]
+    inputs = [t for p, g, _ in ALL_CASES for t in (p, g) if t and len(t) >= 3] + hostile
+
+    def trap(real):
+        def guarded(source, *args, **kwargs):
+            if isinstance(source, str) and any(t in source for t in inputs):
+                raise AssertionError(f"input evaluated: {source!r}")
+            return real(source, *args, **kwargs)
+
+        return guarded
+
+    real_parse_expr = sympy_parser.parse_expr
+
+    def no_parse_expr(source, *args, **kwargs):  # sympy parses constant strings of its own on lazy imports
+        if any(t in source for t in inputs):
+            raise AssertionError(f"sympy parse_expr on input: {source!r}")
+        return real_parse_expr(source, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "eval", trap(real_eval))
+    monkeypatch.setattr(builtins, "exec", trap(real_exec))
+    monkeypatch.setattr(sympy_parser, "parse_expr", no_parse_expr)
+    for pred, gold, expected in ALL_CASES:
+        assert equal_unguarded(pred, gold) is expected, (pred, gold)
+    for text in hostile:
+        assert equal_unguarded(text, "1") is False
+    assert str(parse_expr_safe("\\frac{x+1}{2}")) == "x/2 + 1/2"
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="reward.num_workers"):
+        RewardConfig(num_workers=0)
+    with pytest.raises(ValueError, match="reward.timeout_s"):
+        RewardConfig(timeout_s=0)
+    with pytest.raises(ValueError, match="reward.start_method"):
+        RewardConfig(start_method="thread")
