@@ -3,6 +3,9 @@
     with launch_servers(model_dir, 2) as pool:
         client = GenerationClient(pool.urls)
 
+or from a shell: `python -m areal_mega.rollout.launcher --model DIR --num-servers N
+[--backend sglang --tp-size 2 --mem-fraction 0.8] [-- extra server args]`.
+
 Each server writes its log to `log_dir/server_<i>.log`; a server that exits
 before it is healthy raises `ServerStartError` with the tail of its log.
 SGLang servers are started as `python -m sglang.launch_server --model-path
@@ -149,3 +152,35 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, deadline: float) -
             pass
         time.sleep(0.2)
     raise ServerStartError(f"server {url} not healthy in time; last lines of {log}:\n{_log_tail(log)}")
+
+
+def main(argv=None) -> None:
+    """Start servers, print their URLs (one a line, then a blank line), stop them on SIGINT/SIGTERM."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="start N generation servers and keep them up")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--num-servers", type=int, default=1)
+    parser.add_argument("--backend", default="reference", choices=["reference", "sglang"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--base-port", type=int, default=None)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--tp-size", type=int, default=1)
+    parser.add_argument("--mem-fraction", type=float, default=0.8)
+    parser.add_argument("--log-dir", default=None)
+    args, extra = parser.parse_known_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with launch_servers(args.model, args.num_servers, args.backend, args.host, args.base_port, args.api_key,
+                        args.tp_size, args.mem_fraction, extra, args.log_dir) as pool:
+        print("\n".join(pool.urls) + "\n", flush=True)
+        try:
+            while all(p.poll() is None for p in pool.procs):
+                time.sleep(1.0)
+            dead = [u for u, p in zip(pool.urls, pool.procs) if p.poll() is not None]
+            sys.exit(f"server(s) exited: {dead}; logs in {pool.logs[0].parent}")
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -137,12 +137,13 @@ def broadcast_weights(
     """Send every (hf_name, full tensor) to every server and set their weight version.
 
     Tensors are sent in the dtype given (the dtype the server runs).
-    `pause_mode` None skips the pause (when nothing can be generating).
+    `pause_mode` None (or "none") skips the pause (when nothing can be generating).
     Returns {"seconds", "gigabytes", "gb_per_s", "num_buckets", "num_tensors"}
     (GB = 1e9 bytes, counted once, not per server).
     """
     client = _as_client(client_or_urls, api_key)
     weight_version = str(weight_version)
+    pause_mode = None if pause_mode == "none" else pause_mode
 
     async def run():
         loop = asyncio.get_running_loop()

@@ -1,0 +1,59 @@
+"""Rollout configuration (the `rollout:` section of a run config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class RolloutConfig:
+    """Where and how samples are generated.
+
+    backend: "reference" (CPU, areal_mega.rollout.server) or "sglang".
+    urls: servers already running; empty = launch `num_servers` of `backend`.
+    tp_size / mem_fraction: per SGLang server (--tp-size, --mem-fraction-static).
+    n_samples: samples per prompt (AReaL v0.1: 8).
+    temperature / top_p / top_k / max_new_tokens: SGLang sampling params.
+    timeout_s: per /generate request; max_retries: attempts on other servers;
+    max_concurrency: requests in flight; health_interval_s: how often a server
+    out of the pool is probed.
+    """
+
+    backend: str = "reference"
+    urls: list[str] = field(default_factory=list)
+    num_servers: int = 1
+    host: str = "127.0.0.1"
+    api_key: Optional[str] = None
+    tp_size: int = 1
+    mem_fraction: float = 0.8
+    n_samples: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 8192
+    timeout_s: float = 3600.0
+    max_retries: int = 3
+    max_concurrency: int = 256
+    health_interval_s: float = 2.0
+
+    def __post_init__(self):
+        if self.backend not in ("reference", "sglang"):
+            raise ValueError(f"rollout.backend must be reference or sglang, got {self.backend!r}")
+        for name in ("num_servers", "tp_size", "n_samples", "max_new_tokens", "max_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"rollout.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ValueError(f"rollout.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k != -1 and self.top_k < 1:
+            raise ValueError(f"rollout.top_k must be -1 or >= 1, got {self.top_k}")
+        if not 0 < self.mem_fraction < 1:
+            raise ValueError(f"rollout.mem_fraction must be in (0, 1), got {self.mem_fraction}")
+        if self.timeout_s <= 0 or self.max_retries < 0:
+            raise ValueError("rollout.timeout_s must be > 0 and rollout.max_retries >= 0")
+
+    def sampling_params(self) -> dict:
+        """SGLang sampling_params for one sample (n is set per request by the manager)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "max_new_tokens": self.max_new_tokens}
