@@ -89,7 +89,7 @@ def _filter_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.T
 class ReferenceEngine:
     """Holds the HF model, its weight version, the waiting queue and the scheduler thread."""
 
-    def __init__(self, model_dir: str, max_running: int = 64, seed: int = 0):
+    def __init__(self, model_dir: str, max_running: int = 64, seed: int = 0, batch_window_s: float = 0.02):
         from transformers import AutoModelForCausalLM
 
         from areal_mega.models.tiny import load_tokenizer
@@ -104,6 +104,7 @@ class ReferenceEngine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.pad_id = self.model.config.pad_token_id or 0
         self.max_running = max_running
+        self.batch_window_s = batch_window_s
         # transformers >= 5.2x renames `past_key_values` to `cache`.
         params = inspect.signature(self.model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -140,9 +141,11 @@ class ReferenceEngine:
         while True:
             batch = [self.waiting.get()]
             self.resumed.wait()
+            # Requests of one rollout arrive a few ms apart: keep collecting while they do.
+            deadline = time.monotonic() + self.batch_window_s
             while len(batch) < self.max_running:
                 try:
-                    batch.append(self.waiting.get_nowait())
+                    batch.append(self.waiting.get(timeout=max(0.0, min(0.002, deadline - time.monotonic()))))
                 except queue.Empty:
                     break
             with self.model_lock:

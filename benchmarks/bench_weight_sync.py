@@ -1,0 +1,63 @@
+"""Weight sync: seconds and GB/s to send a ~100M-parameter model to reference servers over gloo (CPU).
+
+Ours: `broadcast_weights` with 512 MB buckets (one HTTP call per server per
+bucket, issued with the broadcasts). Baseline, same run, same servers: one
+bucket per tensor (one HTTP call per tensor, as a naive per-parameter loop
+does). Both include pause/flush/continue and the version check. GB counts the
+model's bytes once (fp32), not per server. On a lent GPU the same code runs
+with backend nccl against SGLang servers (not measured here).
+"""
+from __future__ import annotations
+
+import resource
+import tempfile
+
+import torch
+
+from areal_mega.models.tiny import build_char_tokenizer, build_tiny_model
+from areal_mega.rollout.client import GenerationClient
+from areal_mega.rollout.launcher import free_port, launch_servers
+from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(quick: bool = False) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    # ~104M parameters: Qwen2-shaped, hidden 768, 12 layers, 32k vocabulary (tied).
+    shape = dict(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12, num_kv_heads=4,
+                 vocab_size=32000)
+    if quick:
+        shape.update(num_layers=2, vocab_size=4000)
+    num_servers, repeats = 2, 1 if quick else 3
+    with tempfile.TemporaryDirectory() as d:
+        build_char_tokenizer(d)
+        build_tiny_model(d, **shape)
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        named = [(n, p.detach()) for n, p in model.named_parameters()]
+        n_params = sum(p.numel() for _, p in named)
+        with launch_servers(d, num_servers) as pool:
+            client = GenerationClient(pool.urls)
+            group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
+            bucketed = [broadcast_weights(group, client, named, weight_version=f"b{i}") for i in range(repeats)]
+            per_tensor = broadcast_weights(group, client, named, weight_version="t", bucket_bytes=1)
+            server_peak = max(_peak_rss_mb(p.pid) for p in pool.procs)
+    best = min(bucketed, key=lambda s: s["seconds"])
+    return {
+        "config": f"qwen2 {n_params / 1e6:.1f}M params fp32 ({best['gigabytes']:.3f} GB), {num_servers} reference "
+                  f"servers, gloo, 512 MB buckets ({best['num_buckets']}), best of {repeats}",
+        "seconds": best["seconds"],
+        "gb_per_s": best["gb_per_s"],
+        "per_tensor_seconds": per_tensor["seconds"],
+        "per_tensor_gb_per_s": per_tensor["gb_per_s"],
+        "per_tensor_http_calls": per_tensor["num_buckets"] * num_servers,
+        "speedup_vs_per_tensor": per_tensor["seconds"] / best["seconds"],
+        "trainer_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "server_peak_rss_mb": server_peak,
+    }
