@@ -63,6 +63,11 @@ class Engine:
         if self.topo.is_last_stage:
             output_hidden_states(model)
         self.gpt = model
+        padded = self.dims.padded_vocab_size(self.topo.tp_size)
+        shard = padded // self.topo.tp_size
+        self._num_padded = None
+        if padded != self.dims.vocab_size:
+            self._num_padded = max(0, min(shard, (self.topo.tp_rank + 1) * shard - self.dims.vocab_size))
         self.trainable = trainable
         self.optimizer = self.scheduler = None
         if trainable:
@@ -105,9 +110,12 @@ class Engine:
         )
 
     def _last_stage_loss(self, mb: MicroBatch, loss_fn, temperature: float, hidden: torch.Tensor):
-        weight = self.gpt.shared_embedding_or_output_weight()
+        if self.dims.tie_word_embeddings:
+            weight = self.gpt.shared_embedding_or_output_weight()
+        else:
+            weight = self.gpt.output_layer.weight
         logprobs, entropy = response_logprobs(
-            hidden, weight, mb, self.topo.tp_group, temperature, self.cfg.logprob_backend
+            hidden, weight, mb, self.topo.tp_group, temperature, self.cfg.logprob_backend, self._num_padded
         )
         num_tokens = torch.tensor(len(mb.targets), dtype=torch.int)
         if loss_fn is None:
