@@ -9,6 +9,11 @@ default process group. A trainer that used `init_process_group` instead would
 write other store keys and both sides would hang; one that reused its own
 default group would collide with Megatron's. So both ends here (the trainer
 and the reference server) call `join_group` below with the same layering.
+
+The store is built with `TCPStore` directly, not torch's `tcp://` rendezvous:
+under torchrun (TORCHELASTIC_USE_AGENT_STORE=True) that rendezvous makes
+rank 0 a store *client* of the agent's store, so a trainer launched by
+torchrun would host nothing and every server would wait for it.
 """
 from __future__ import annotations
 
