@@ -1,0 +1,83 @@
+"""The RL loop (DESIGN.md §3): `torchrun ... -m areal_mega.train --config FILE [key=value ...]`.
+
+Per step: sample prompts -> n rollouts each on the generation servers ->
+rewards -> logprobs (policy, reference) -> advantages -> PPO updates ->
+weight sync -> metrics, checkpoint, evaluation. `trainer.mode=sft` trains
+on the gold answers instead (the quickstart's warm start). Stages lengthen
+the context (AReaL v0.1: 8K -> 16K -> 24K), each continuing the last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from areal_mega.config import load_config
+from areal_mega.engine.export import save_hf_checkpoint
+from areal_mega.trainer.config import RunConfig
+from areal_mega.trainer.session import Session, sft_batch, timed
+
+
+def rl_step(s: Session, max_new_tokens: int) -> dict:
+    times: dict = {}
+    scored = timed(times, "rollout", s.rollout, max_new_tokens)
+    rollout, rewards, mask = s.prepare(scored[0], scored[1]) if s.is_controller else (None, None, None)
+    train_lp, ref_lp = timed(times, "logprobs", s.logprobs, rollout)
+    batch, algo_stats = s.advantages(rollout, rewards, mask, train_lp, ref_lp) if s.is_controller else (None, {})
+    train_stats = timed(times, "train", s.train, batch)
+    sync_stats = timed(times, "sync", s.sync_weights)
+    if not s.is_controller:
+        return {}
+    lengths = [len(r) for r in rollout.response_ids]
+    return {
+        "reward/mean": float(rewards.mean()), "reward/accuracy": float(scored[2].mean()),
+        "response_length/mean": sum(lengths) / len(lengths), "response_length/max": max(lengths),
+        "rollout/tokens_per_s": rollout.metrics.get("gen_tokens_per_s", 0.0),
+        **algo_stats, **{f"train/{k}": v for k, v in train_stats.items()}, **sync_stats, **times,
+    }
+
+
+def sft_step(s: Session) -> dict:
+    from areal_mega.engine.sft import sft_loss
+
+    stats = s.policy.train_step(sft_batch(s), sft_loss)
+    return {f"train/{k}": v for k, v in stats.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. algo.kl_coef=0.001")
+    args = parser.parse_args(argv)
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    s = Session(cfg)
+    start = time.time()
+    first_eval = s.evaluate()
+    s.log(first_eval)
+    last_eval = first_eval
+    for stage in cfg.trainer.stages:
+        for _ in range(stage.steps):
+            s.step += 1
+            metrics = sft_step(s) if cfg.trainer.mode == "sft" else rl_step(s, stage.max_new_tokens)
+            if cfg.trainer.eval_every and s.step % cfg.trainer.eval_every == 0:
+                if cfg.trainer.mode == "sft":
+                    s.sync_weights()
+                last_eval = s.evaluate()
+                metrics.update(last_eval)
+            s.log({**metrics, "weight_version": s.weight_version, "wall_seconds": time.time() - start})
+    if cfg.trainer.mode == "sft":
+        s.sync_weights()
+    last_eval = s.evaluate() or last_eval
+    s.log(last_eval)
+    if cfg.trainer.export_hf:
+        save_hf_checkpoint(s.policy, s.run_dir / "hf")
+    if s.is_controller:
+        summary = {"accuracy_before": first_eval.get("eval/accuracy"), "accuracy_after": last_eval.get("eval/accuracy"),
+                   "steps": s.step, "wall_seconds": time.time() - start}
+        (s.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary))
+    s.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Controller-side batch building: rollouts + rewards -> the engine's SeqBatch, per-token tensors.
+
+The algorithm works on padded `[batch, max_response_len]` float32 tensors with
+a `response_mask`; the engine on per-sequence `[response_len]` tensors. These
+functions convert between the two and score rollouts.
+"""
+from __future__ import annotations
+
+import torch
+
+from areal_mega.engine.packing import SeqBatch
+from areal_mega.rollout.manager import RolloutBatch
+
+
+def to_padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[R_i] tensors -> ([B, L] float32 zero-padded, [B, L] bool response_mask)."""
+    width = max(len(r) for r in rows)
+    out = torch.zeros(len(rows), width)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    return out, mask
+
+
+def from_padded(x: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    """[B, L] -> per-row [R_i] float32 tensors."""
+    return [x[i, :n].float().clone() for i, n in enumerate(lengths)]
+
+
+def seq_batch(rollout: RolloutBatch, token_fields: dict[str, list[torch.Tensor]] | None = None) -> SeqBatch:
+    """The engine's view of a rollout: prompt + response ids, fields per response token."""
+    return SeqBatch(
+        input_ids=[p + r for p, r in zip(rollout.prompt_ids, rollout.response_ids)],
+        prompt_lens=[len(p) for p in rollout.prompt_ids],
+        token_fields=token_fields or {},
+    )
+
+
+def drop_empty(rollout: RolloutBatch) -> RolloutBatch:
+    """Samples with at least one response token (an empty response has nothing to train)."""
+    keep = [i for i, r in enumerate(rollout.response_ids) if r]
+    return select(rollout, keep)
+
+
+def select(rollout: RolloutBatch, keep: list[int]) -> RolloutBatch:
+    return RolloutBatch(
+        prompt_index=[rollout.prompt_index[i] for i in keep],
+        prompt_ids=[rollout.prompt_ids[i] for i in keep],
+        response_ids=[rollout.response_ids[i] for i in keep],
+        rollout_logprobs=[rollout.rollout_logprobs[i] for i in keep],
+        finish_reasons=[rollout.finish_reasons[i] for i in keep],
+        weight_versions=[rollout.weight_versions[i] for i in keep],
+        metrics=rollout.metrics,
+    )
+
+
+def check_staleness(rollout: RolloutBatch, weight_version: int, max_staleness: int) -> None:
+    """Refuse samples generated more than `max_staleness` versions ago (DESIGN.md §6)."""
+    for v in rollout.weight_versions:
+        version = int(v) if str(v).isdigit() else 0
+        if weight_version - version > max_staleness:
+            raise RuntimeError(
+                f"sample generated with weight version {v}, trainer is at {weight_version}: "
+                f"older than trainer.max_staleness={max_staleness}"
+            )

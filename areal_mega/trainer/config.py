@@ -1,0 +1,70 @@
+"""The run config: every module's section composed, plus the trainer's own."""
+from __future__ import annotations
+
+import dataclasses
+
+from areal_mega.algo.config import AlgoConfig
+from areal_mega.data.config import DataConfig
+from areal_mega.engine.config import EngineConfig
+from areal_mega.metrics import WandbConfig
+from areal_mega.reward.config import RewardConfig
+from areal_mega.rollout.config import RolloutConfig
+from areal_mega.weight_sync.config import WeightSyncConfig
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """One stage of iterative context lengthening (AReaL v0.1: 8K -> 16K -> 24K)."""
+
+    max_new_tokens: int = 8192
+    steps: int = 100
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.steps < 0:
+            raise ValueError("trainer.stages[*]: max_new_tokens must be >= 1 and steps >= 0")
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """The loop: mode, stages, checkpoints, evaluation, staleness."""
+
+    mode: str = "rl"  # rl | sft
+    run_dir: str = "outputs/run"
+    stages: list[StageConfig] = dataclasses.field(default_factory=lambda: [StageConfig()])
+    ref_model: bool = True  # keep a frozen reference for the KL term (skipped when kl_coef == 0)
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_last: int = 2
+    export_hf: bool = True  # HF directory at the end of training (run_dir/hf)
+    eval_every: int = 0  # steps between held-out evaluations; 0 = only before and after
+    eval_samples: int = 200  # held-out problems scored greedily
+    max_staleness: int = 0  # weight versions a sample may lag behind the trainer
+    log_every: int = 1
+
+    def __post_init__(self):
+        if self.mode not in ("rl", "sft"):
+            raise ValueError(f"trainer.mode must be rl or sft, got '{self.mode}'")
+        if not self.stages:
+            raise ValueError("trainer.stages must list at least one stage")
+        for name in ("save_every", "eval_every", "max_staleness", "eval_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"trainer.{name} must be >= 0")
+        if self.keep_last < 1:
+            raise ValueError("trainer.keep_last must be >= 1")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything `python -m areal_mega.train --config FILE` reads."""
+
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
+    weight_sync: WeightSyncConfig = dataclasses.field(default_factory=WeightSyncConfig)
+    reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig)
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+
+    def __post_init__(self):
+        if not self.engine.model_path:
+            raise ValueError("engine.model_path must name a HF model directory")

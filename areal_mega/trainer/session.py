@@ -1,0 +1,236 @@
+"""What one training run holds, and the phases of one RL step.
+
+Every rank builds a `Session`; global rank 0 (the controller) also owns the
+generation servers, the reward pool, the sampler and the metrics logger.
+Methods that only the controller computes return None elsewhere; methods that
+run the engine are called by every rank together.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from areal_mega.algo.advantages import compute_advantages
+from areal_mega.algo.filters import apply_overlong, dynamic_sampling_mask
+from areal_mega.algo.loss import policy_loss
+from areal_mega.algo.mismatch import logprob_mismatch
+from areal_mega.config import save_config
+from areal_mega.data import ResumableSampler, build_prompts, load_records, synthetic_split
+from areal_mega.engine.engine import Engine
+from areal_mega.metrics import MetricsLogger
+from areal_mega.models.tiny import load_tokenizer
+from areal_mega.platform import init_distributed, seed_everything
+from areal_mega.reward import RewardPool
+from areal_mega.rollout import GenerationClient, generate_sync, launch_servers
+from areal_mega.trainer.batch import check_staleness, drop_empty, from_padded, select, seq_batch, to_padded
+from areal_mega.trainer.config import RunConfig
+from areal_mega.weight_sync import broadcast_weights, init_weight_update_group
+
+
+class Session:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.rank, self.world = init_distributed()
+        seed_everything(cfg.engine.seed)
+        self.is_controller = self.rank == 0
+        self.run_dir = Path(cfg.trainer.run_dir)
+        self.policy = Engine(cfg.engine, trainable=True)
+        use_ref = cfg.trainer.mode == "rl" and cfg.trainer.ref_model and cfg.algo.kl_coef > 0
+        self.ref = Engine(cfg.engine, trainable=False) if use_ref else None
+        self.tokenizer = load_tokenizer(cfg.engine.model_path)
+        self.weight_version = 0
+        self.step = 0
+        self.servers = self.sync_group = self.pool = self.logger = None
+        if self.is_controller:
+            self._start_controller()
+
+    # ------------------------------------------------------------ set-up
+    def _start_controller(self) -> None:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        records = load_records(cfg.data)
+        self.prompts = build_prompts(records, self.tokenizer, cfg.data.template, cfg.data.max_prompt_tokens)
+        self.sampler = ResumableSampler(len(self.prompts.records), cfg.data.batch_size, seed=cfg.data.seed)
+        heldout = synthetic_split(cfg.data.seed, cfg.data.synthetic_low, cfg.data.synthetic_high,
+                                  cfg.data.synthetic_heldout)[1] if cfg.data.path == "synthetic" else []
+        self.heldout = build_prompts(heldout[: cfg.trainer.eval_samples], self.tokenizer, cfg.data.template,
+                                     cfg.data.max_prompt_tokens)
+        self.logger = MetricsLogger(self.run_dir, cfg.wandb, config=None)
+        self.pool = RewardPool(cfg.reward)
+        if cfg.trainer.mode == "rl" or self.heldout.records:
+            self._start_servers()
+
+    def _start_servers(self) -> None:
+        rc, wc = self.cfg.rollout, self.cfg.weight_sync
+        urls = list(rc.urls)
+        if not urls:
+            self.servers = launch_servers(self.cfg.engine.model_path, rc.num_servers, backend=rc.backend,
+                                          host=rc.host, api_key=rc.api_key, tp_size=rc.tp_size,
+                                          mem_fraction=rc.mem_fraction, log_dir=self.run_dir / "server_logs")
+            urls = self.servers.urls
+        self.urls = urls
+        from areal_mega.platform.device import free_port
+
+        port = wc.master_port or free_port()
+        self.sync_group = init_weight_update_group(urls, wc.master_addr, port, wc.group_name,
+                                                   wc.resolved_backend(), rc.tp_size, wc.timeout_s, rc.api_key)
+
+    def client(self) -> GenerationClient:
+        rc = self.cfg.rollout
+        return GenerationClient(self.urls, api_key=rc.api_key, timeout_s=rc.timeout_s,
+                                max_retries=rc.max_retries, max_concurrency=rc.max_concurrency,
+                                health_interval_s=rc.health_interval_s)
+
+    # ------------------------------------------------------------ RL phases
+    def rollout(self, max_new_tokens: int):
+        """Controller: sample prompts, generate n each, score them. Returns (rollout, rewards, correct)."""
+        if not self.is_controller:
+            return None
+        rc = self.cfg.rollout
+        indices = self.sampler.next_batch()
+        prompts = [self.prompts.input_ids[i] for i in indices]
+        params = {**rc.sampling_params(), "max_new_tokens": max_new_tokens,
+                  "stop_token_ids": [self.tokenizer.eos_token_id]}
+        rollout = drop_empty(generate_sync(self.client(), prompts, rc.n_samples, params, quiet=True))
+        check_staleness(rollout, self.weight_version, self.cfg.trainer.max_staleness)
+        golds = [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
+        texts = self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+        correct = self.pool.correct(texts, golds)
+        algo = self.cfg.algo
+        rewards = torch.tensor([algo.reward_correct if c else algo.reward_wrong for c in correct])
+        return rollout, rewards, torch.tensor(correct, dtype=torch.float32)
+
+    def prepare(self, rollout, rewards):
+        """Controller: dynamic sampling + over-long policy. Returns (rollout, rewards, mask, truncated)."""
+        algo = self.cfg.algo
+        group_ids = torch.tensor(rollout.prompt_index)
+        if algo.dynamic_sampling:
+            keep = dynamic_sampling_mask(rewards, group_ids).nonzero().flatten().tolist()
+            if keep:
+                rollout, rewards = select(rollout, keep), rewards[keep]
+        mask = to_padded([torch.ones(len(r)) for r in rollout.response_ids])[1]
+        truncated = torch.tensor([f == "length" for f in rollout.finish_reasons])
+        rewards, mask = apply_overlong(rewards, mask, truncated, algo.overlong, algo.reward_wrong)
+        return rollout, rewards, mask
+
+    def logprobs(self, rollout):
+        """All ranks: (old_logprobs, ref_logprobs, train_logprobs) per sequence, or None where not used."""
+        batch = seq_batch(rollout) if self.is_controller else None
+        temperature = self.cfg.rollout.temperature or 1.0
+        train = self.policy.forward(batch, temperature=temperature)["logprobs"]
+        ref = self.ref.forward(batch, temperature=temperature)["logprobs"] if self.ref else None
+        return train, ref
+
+    def advantages(self, rollout, rewards, mask, train_lp, ref_lp):
+        """Controller: KL-in-reward, gamma = lambda = 1 returns, normalisation -> SeqBatch for training."""
+        algo = self.cfg.algo
+        lengths = [len(r) for r in rollout.response_ids]
+        rollout_lp = [torch.tensor(lp, dtype=torch.float32) for lp in rollout.rollout_logprobs]
+        old = rollout_lp if algo.old_logprobs == "rollout" else train_lp
+        old_pad = to_padded(old)[0]
+        ref_pad = to_padded(ref_lp)[0] if ref_lp is not None else None
+        adv, stats = compute_advantages(algo, rewards, mask, old_logprobs=old_pad, ref_logprobs=ref_pad,
+                                        group_ids=torch.tensor(rollout.prompt_index))
+        fields = {"advantages": from_padded(adv, lengths), "old_logprobs": old,
+                  "loss_mask": from_padded(mask.float(), lengths)}
+        if ref_lp is not None and not algo.kl_in_reward:
+            fields["ref_logprobs"] = ref_lp
+        stats.update(logprob_mismatch(to_padded(train_lp)[0], to_padded(rollout_lp)[0], mask))
+        return seq_batch(rollout, fields), {k: float(v) for k, v in stats.items()}
+
+    def train(self, batch) -> dict:
+        """All ranks: PPO minibatch updates over the batch (minibatches x epochs optimizer steps)."""
+        algo = self.cfg.algo
+        temperature = self.cfg.rollout.temperature or 1.0
+
+        def loss_fn(logprobs, entropy, fields, mb, global_num_tokens, global_num_seqs):
+            loss, stats = policy_loss(
+                logprobs, fields["old_logprobs"], fields["advantages"], fields["loss_mask"], algo,
+                ref_logprobs=fields.get("ref_logprobs"), num_global_tokens=global_num_tokens,
+                num_global_seqs=global_num_seqs, seq_lens=mb.response_lens, backend=self.cfg.engine.logprob_backend,
+            )
+            return loss, {**stats, "entropy": entropy.mean()}
+
+        stats = {}
+        for _ in range(algo.ppo_epochs):
+            for part in self._minibatches(batch, algo.ppo_minibatches):
+                stats = self.policy.train_step(part, loss_fn, temperature=temperature)
+        return stats
+
+    def _minibatches(self, batch, n: int):
+        box = [batch]
+        dist.broadcast_object_list(box, src=0)
+        batch = box[0]
+        order = list(range(len(batch)))
+        size = -(-len(order) // n)
+        return [batch.select(order[i : i + size]) for i in range(0, len(order), size)]
+
+    def sync_weights(self) -> dict:
+        """All ranks: send the policy's weights to every server; bump the weight version."""
+        self.weight_version += 1
+        named = self.policy.hf_weights()
+        if self.policy.topo.pp_size > 1:
+            local = [(n, t.clone()) for n, t in named] if self.policy.topo.is_sync_rank else []
+            parts = [None] * self.world
+            dist.all_gather_object(parts, local)
+            named = [item for part in parts for item in part]
+        if not self.is_controller:
+            for _ in named:
+                pass
+            return {}
+        if self.sync_group is None:
+            return {}
+        wc = self.cfg.weight_sync
+        dtype = torch.float32 if self.policy.dtype == torch.float32 else torch.bfloat16
+        out = broadcast_weights(self.sync_group, self.urls, ((n, t.to(dtype)) for n, t in named),
+                                str(self.weight_version), bucket_bytes=wc.bucket_bytes,
+                                pause_mode=wc.pause_mode, api_key=self.cfg.rollout.api_key)
+        return {"sync/seconds": out["seconds"], "sync/gb_per_s": out["gb_per_s"]}
+
+    def evaluate(self) -> dict:
+        """Controller: greedy accuracy on the held-out problems (the quickstart's measure)."""
+        if not self.is_controller or not self.heldout.records:
+            return {}
+        params = {"temperature": 0.0, "max_new_tokens": 32, "stop_token_ids": [self.tokenizer.eos_token_id]}
+        out = generate_sync(self.client(), self.heldout.input_ids, 1, params, quiet=True)
+        texts = self.tokenizer.batch_decode(out.response_ids, skip_special_tokens=True)
+        correct = self.pool.correct(texts, [r.answer for r in self.heldout.records])
+        return {"eval/accuracy": sum(correct) / len(correct)}
+
+    def log(self, metrics: dict) -> None:
+        if self.is_controller:
+            self.logger.log(self.step, metrics)
+
+    def close(self) -> None:
+        if self.is_controller:
+            self.logger.close()
+            self.pool.close()
+            if self.servers is not None:
+                self.servers.stop()
+
+
+def timed(times: dict, name: str, fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    times[f"time/{name}"] = time.perf_counter() - t0
+    return out
+
+
+def sft_batch(session: Session):
+    """Controller: a batch of prompts with their gold answers as ` \\boxed{answer}` + EOS."""
+    if not session.is_controller:
+        return None
+    from areal_mega.engine.packing import SeqBatch
+
+    tok = session.tokenizer
+    ids, prompt_lens = [], []
+    for i in session.sampler.next_batch():
+        prompt = session.prompts.input_ids[i]
+        answer = tok(f" \\boxed{{{session.prompts.records[i].answer}}}", add_special_tokens=False)["input_ids"]
+        ids.append(prompt + answer + [tok.eos_token_id])
+        prompt_lens.append(len(prompt))
+    return SeqBatch(ids, prompt_lens)
