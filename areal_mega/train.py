@@ -14,6 +14,7 @@ import time
 
 from areal_mega.config import load_config
 from areal_mega.engine.export import save_hf_checkpoint
+from areal_mega.engine.sft import sft_loss
 from areal_mega.trainer.config import RunConfig
 from areal_mega.trainer.session import Session, sft_batch, timed
 
@@ -38,8 +39,6 @@ def rl_step(s: Session, max_new_tokens: int) -> dict:
 
 
 def sft_step(s: Session) -> dict:
-    from areal_mega.engine.sft import sft_loss
-
     stats = s.policy.train_step(sft_batch(s), sft_loss)
     return {f"train/{k}": v for k, v in stats.items()}
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The CPU quickstart (main job): install, build a tiny Qwen2 + character tokenizer, SFT warm start,
+# then critic-free PPO with a reference generation server and a 2-rank (TP=2) megatron-core trainer.
+# Writes outputs/quickstart/summary.json (accuracy_before/after, steps, wall_seconds) and curves.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q --disable-pip-version-check torch==2.13.0
+python -m pip install -q --disable-pip-version-check -e '.[test]'
+export OMP_NUM_THREADS=1 WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
+out=outputs/quickstart
+rm -rf "$out"
+python launch/make_tiny_model.py "$out/init"
+torchrun --nproc-per-node 2 --master-addr 127.0.0.1 --master-port "${MASTER_PORT:-29510}" \
+    -m areal_mega.train --config configs/quickstart/sft.yaml "$@"
+torchrun --nproc-per-node 2 --master-addr 127.0.0.1 --master-port "${MASTER_PORT:-29510}" \
+    -m areal_mega.train --config configs/quickstart/rl.yaml "$@"
+python -m areal_mega.plot "$out" --out "$out/curves.png"
+cat "$out/summary.json"
