@@ -1,0 +1,224 @@
+"""Resumable training checkpoints of an `Engine`: model, optimizer, LR schedule, RNG, caller state.
+
+Format: per-rank `torch.save` files, not megatron-core `dist_checkpointing`.
+We tried `dist_checkpointing.save` on CPU/gloo (megatron-core 0.16.1): the
+optimizer's default `fully_sharded_model_space` sharding raises
+"ShardedTensor.flattened_range is not supported", and with `dp_reshardable`
+the save hangs on gloo. So each rank writes what it holds:
+
+    CKPT_ROOT/
+      latest                      "step_000010" (written last, atomically)
+      step_000010/
+        meta.json                 layout (tp, pp, dp, world size), step, model dims
+        extra.pt                  the caller's `extra` (sampler, step, weight version, ...)
+        rank{tp}_{pp}_{dp}.pt     this rank's model shard, optimizer state, LR schedule, RNG
+
+A rank file holds: `model` (this stage's TP shard, `GPTModel.state_dict()`),
+`optimizer` (per chained optimizer: its `state_dict()` and, for the
+DistributedOptimizer, this DP rank's main params + Adam moments by parameter
+name), `scheduler`, `engine_steps` and `rng` (python, numpy, torch CPU, CUDA
+when present, Megatron's model-parallel RNG tracker). Loading needs the same
+TP x PP x DP layout; to change the layout, export to HF
+(`python -m areal_mega.models.convert --to-hf`) and load that at the new one.
+
+A checkpoint is written to `step_N.tmp` and renamed to `step_N` once every
+rank's file is on disk, so a crash mid-save leaves only a `.tmp` directory,
+which loading ignores. Every rank must see the same file system.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def _step_dir(ckpt_root: Path, step: int) -> Path:
+    return ckpt_root / f"step_{step:06d}"
+
+
+def _rank_file(engine) -> str:
+    t = engine.topo
+    return f"rank{t.tp_rank}_{t.pp_rank}_{t.dp_rank}.pt"
+
+
+def _layout(engine) -> dict:
+    t = engine.topo
+    return {"tp": t.tp_size, "pp": t.pp_size, "dp": t.dp_size, "world_size": dist.get_world_size()}
+
+
+def _rng_state() -> dict:
+    from megatron.core import tensor_parallel
+
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "tracker": {k: v.clone() for k, v in tensor_parallel.get_cuda_rng_tracker().get_states().items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    from megatron.core import tensor_parallel
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+    if torch.cuda.is_available() and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _chained(optimizer) -> list:
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _optimizer_state(engine) -> list[dict]:
+    """Per chained optimizer: its state_dict and, if distributed, this rank's param state by name."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    names = {p: n for n, p in engine.gpt.named_parameters()}
+    out = []
+    for opt in _chained(engine.optimizer):
+        entry = {"state_dict": opt.state_dict()}
+        if isinstance(opt, DistributedOptimizer):
+            entry["param_state"] = {
+                names[p]: {k: v.detach().clone() for k, v in opt._get_main_param_and_optimizer_states(p).items()}
+                for p in opt.model_param_group_index_map
+            }
+        out.append(entry)
+    return out
+
+
+def _load_optimizer_state(engine, saved: list[dict]) -> None:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    params = dict(engine.gpt.named_parameters())
+    chained = _chained(engine.optimizer)
+    if len(saved) != len(chained):
+        raise ValueError(f"checkpoint has {len(saved)} optimizers, the engine {len(chained)}")
+    for opt, entry in zip(chained, saved):
+        opt.load_state_dict(entry["state_dict"])
+        if isinstance(opt, DistributedOptimizer):
+            # megatron-core 0.16.1 (no apex/TE) gives every parameter's Adam state the SAME
+            # `step` tensor on load; torch Adam then bumps it once per parameter per step and
+            # the bias correction runs ahead. Give each parameter its own copy.
+            for param_state in opt.optimizer.state.values():
+                if torch.is_tensor(param_state.get("step")):
+                    param_state["step"] = param_state["step"].clone()
+            with torch.no_grad():
+                for name, tensors in entry["param_state"].items():
+                    opt._set_main_param_and_optimizer_states(params[name], tensors)
+
+
+def save_checkpoint(engine, ckpt_root: str | Path, step: int, extra: dict | None = None, keep_last: int = 3) -> Path:
+    """Every rank calls this. Writes `ckpt_root/step_{step:06d}` atomically; returns its path.
+
+    extra: anything picklable the trainer needs to continue (sampler state,
+      step, weight version, ...); returned unchanged by `load_checkpoint`.
+    keep_last: complete checkpoints kept (older ones are deleted); 0 keeps all.
+    """
+    ckpt_root = Path(ckpt_root)
+    final = _step_dir(ckpt_root, step)
+    tmp = final.with_name(final.name + ".tmp")
+    rank = dist.get_rank()
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    state = {
+        "model": engine.gpt.state_dict(),
+        "optimizer": _optimizer_state(engine) if engine.trainable else None,
+        "scheduler": engine.scheduler.state_dict() if engine.scheduler is not None else None,
+        "engine_steps": engine.steps,
+        "rng": _rng_state(),
+    }
+    torch.save(state, tmp / _rank_file(engine))
+    dist.barrier()
+    if rank == 0:
+        torch.save(extra or {}, tmp / "extra.pt")
+        meta = {"step": step, "layout": _layout(engine), "model_path": str(engine.cfg.model_path),
+                "dims": engine.dims.__dict__, "format": "areal_mega per-rank torch.save v1"}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        pointer = ckpt_root / "latest.tmp"
+        pointer.write_text(final.name)
+        os.replace(pointer, ckpt_root / "latest")
+        if keep_last > 0:
+            for old in complete_checkpoints(ckpt_root)[:-keep_last]:
+                shutil.rmtree(old)
+    dist.barrier()
+    return final
+
+
+def complete_checkpoints(ckpt_root: str | Path) -> list[Path]:
+    """`step_N` directories with a meta.json, oldest first (`.tmp` directories excluded)."""
+    ckpt_root = Path(ckpt_root)
+    if not ckpt_root.is_dir():
+        return []
+    found = [(int(m.group(1)), d) for d in ckpt_root.iterdir()
+             if (m := _STEP_DIR.match(d.name)) and (d / "meta.json").is_file()]
+    return [d for _, d in sorted(found)]
+
+
+def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
+    """The directory named by `latest` if complete, else the newest complete `step_N`; None if none."""
+    ckpt_root = Path(ckpt_root)
+    pointer = ckpt_root / "latest"
+    if pointer.is_file():
+        named = ckpt_root / pointer.read_text().strip()
+        if _STEP_DIR.match(named.name) and (named / "meta.json").is_file():
+            return named
+    complete = complete_checkpoints(ckpt_root)
+    return complete[-1] if complete else None
+
+
+def load_checkpoint(engine, ckpt_root: str | Path) -> dict | None:
+    """Every rank calls this. Restores the latest complete checkpoint; returns its `extra` (None if none).
+
+    Raises ValueError naming `parallel.tp` / `parallel.pp` when the saved layout
+    differs from the engine's, and FileNotFoundError naming the missing rank file.
+    """
+    ckpt_root = Path(ckpt_root)
+    box = [str(latest_checkpoint(ckpt_root) or "") if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    if not box[0]:
+        return None
+    path = Path(box[0])
+    meta = json.loads((path / "meta.json").read_text())
+    saved, mine = meta["layout"], _layout(engine)
+    if saved != mine:
+        raise ValueError(
+            f"{path}: saved with parallel.tp={saved['tp']} parallel.pp={saved['pp']} dp={saved['dp']} "
+            f"(world size {saved['world_size']}), this job has parallel.tp={mine['tp']} parallel.pp={mine['pp']} "
+            f"dp={mine['dp']} (world size {mine['world_size']}); convert through HF to change the layout"
+        )
+    rank_file = path / _rank_file(engine)
+    if not rank_file.is_file():
+        raise FileNotFoundError(f"{path}: missing {rank_file.name} (an incomplete checkpoint)")
+    state = torch.load(rank_file, map_location="cpu", weights_only=False)
+    with torch.no_grad():
+        engine.gpt.load_state_dict(state["model"])
+    if engine.trainable and state["optimizer"] is not None:
+        _load_optimizer_state(engine, state["optimizer"])
+    if engine.scheduler is not None and state["scheduler"] is not None:
+        engine.scheduler.load_state_dict(state["scheduler"])
+    engine.steps = state["engine_steps"]
+    _set_rng_state(state["rng"])
+    extra = torch.load(path / "extra.pt", map_location="cpu", weights_only=False)
+    dist.barrier()
+    return extra
