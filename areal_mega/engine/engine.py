@@ -203,3 +203,20 @@ class Engine:
     def hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """This stage's weights as full HF tensors (TP ranks of the stage iterate together)."""
         return iter_hf_weights(self.gpt, self.dims, self.topo.tp_group, self.layer_offset)
+
+    def all_hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every stage's weights as full HF tensors, yielded on global rank 0 (the sender of
+        weight sync); every rank must consume the iterator. With PP = 1 tensors stream one at a
+        time; with PP > 1 each stage's sync rank gathers its stage and sends it to rank 0 as one
+        object (fine for the models the CPU path runs; a per-stage sender is the GPU-scale path).
+        """
+        if self.topo.pp_size == 1:
+            for name, tensor in self.hf_weights():
+                if dist.get_rank() == 0:
+                    yield name, tensor
+            return
+        local = [(n, t.clone()) for n, t in self.hf_weights()] if self.topo.is_sync_rank else []
+        parts = self._gather(local)
+        if dist.get_rank() == 0:
+            for part in parts:
+                yield from part

@@ -172,17 +172,10 @@ class Session:
     def sync_weights(self) -> dict:
         """All ranks: send the policy's weights to every server; bump the weight version."""
         self.weight_version += 1
-        named = self.policy.hf_weights()
-        if self.policy.topo.pp_size > 1:
-            local = [(n, t.clone()) for n, t in named] if self.policy.topo.is_sync_rank else []
-            parts = [None] * self.world
-            dist.all_gather_object(parts, local)
-            named = [item for part in parts for item in part]
-        if not self.is_controller:
+        named = self.policy.all_hf_weights()
+        if not self.is_controller or self.sync_group is None:
             for _ in named:
                 pass
-            return {}
-        if self.sync_group is None:
             return {}
         wc = self.cfg.weight_sync
         dtype = torch.float32 if self.policy.dtype == torch.float32 else torch.bfloat16
