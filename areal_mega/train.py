@@ -9,7 +9,6 @@ the context (AReaL v0.1: 8K -> 16K -> 24K), each continuing the last.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from areal_mega.config import load_config
@@ -43,6 +42,16 @@ def sft_step(s: Session) -> dict:
     return {f"train/{k}": v for k, v in stats.items()}
 
 
+def stage_of(cfg: RunConfig, step: int):
+    """The context-lengthening stage that global step `step` (1-based) belongs to."""
+    end = 0
+    for stage in cfg.trainer.stages:
+        end += stage.steps
+        if step <= end:
+            return stage
+    return cfg.trainer.stages[-1]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
@@ -51,30 +60,31 @@ def main(argv=None) -> None:
     cfg = load_config(RunConfig, args.config, args.overrides)
     s = Session(cfg)
     start = time.time()
-    first_eval = s.evaluate()
-    s.log(first_eval)
-    last_eval = first_eval
-    for stage in cfg.trainer.stages:
-        for _ in range(stage.steps):
-            s.step += 1
-            metrics = sft_step(s) if cfg.trainer.mode == "sft" else rl_step(s, stage.max_new_tokens)
-            if cfg.trainer.eval_every and s.step % cfg.trainer.eval_every == 0:
-                if cfg.trainer.mode == "sft":
-                    s.sync_weights()
-                last_eval = s.evaluate()
-                metrics.update(last_eval)
-            s.log({**metrics, "weight_version": s.weight_version, "wall_seconds": time.time() - start})
+    if not s.resumed:
+        s.log(s.evaluate())
+    total = sum(stage.steps for stage in cfg.trainer.stages)
+    while s.step < total:
+        s.step += 1
+        stage = stage_of(cfg, s.step)
+        metrics = sft_step(s) if cfg.trainer.mode == "sft" else rl_step(s, stage.max_new_tokens)
+        if cfg.trainer.eval_every and s.step % cfg.trainer.eval_every == 0:
+            if cfg.trainer.mode == "sft":
+                s.sync_weights()
+            metrics.update(s.evaluate())
+        s.log({**metrics, "weight_version": s.weight_version, "wall_seconds": time.time() - start})
+        if cfg.trainer.save_every and s.step % cfg.trainer.save_every == 0:
+            s.save()
+        if s.stop_requested():
+            s.save()
+            s.close()
+            return
     if cfg.trainer.mode == "sft":
         s.sync_weights()
-    last_eval = s.evaluate() or last_eval
-    s.log(last_eval)
+    s.log(s.evaluate())
+    s.save()
     if cfg.trainer.export_hf:
         save_hf_checkpoint(s.policy, s.run_dir / "hf")
-    if s.is_controller:
-        summary = {"accuracy_before": first_eval.get("eval/accuracy"), "accuracy_after": last_eval.get("eval/accuracy"),
-                   "steps": s.step, "wall_seconds": time.time() - start}
-        (s.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary))
+    s.write_summary(time.time() - start)
     s.close()
 
 

@@ -131,6 +131,11 @@ class Engine:
 
         finalize_model_grads(model_chunks, num_tokens=None)
 
+    @property
+    def object_group(self):
+        """The gloo group over the whole job the engine uses for Python objects and flags."""
+        return _object_group()
+
     def _gather(self, local: list) -> list:
         """All-gather Python objects from every rank (results of last stages)."""
         out = [None] * dist.get_world_size()

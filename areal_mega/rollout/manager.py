@@ -104,7 +104,8 @@ async def generate(
 
     `sampling_params` are SGLang's (temperature, top_p, top_k, max_new_tokens,
     stop_token_ids, ignore_eos...); its "n", if any, is replaced by 1 per
-    request. metrics: gen_tokens_per_s, latency_p50/p90/p99_s, num_samples,
+    request. A `sampling_seed` S gives sample k (prompt-major order) the seed
+    S + k, so a batch is reproducible whatever server serves it. metrics: gen_tokens_per_s, latency_p50/p90/p99_s, num_samples,
     gen_tokens, num_aborted (kept as abort), num_abort_retries, wall_s.
     """
     from tqdm.auto import tqdm
@@ -116,10 +117,13 @@ async def generate(
     retried = [0]
     bar = tqdm(total=len(prompts) * n, desc="rollout", unit="sample", disable=quiet)
 
-    async def one(prompt: list[int]):
+    async def one(prompt: list[int], k: int):
+        sample_params = params
+        if params.get("sampling_seed") is not None:  # one seed per sample, reproducible across restarts
+            sample_params = {**params, "sampling_seed": params["sampling_seed"] + k}
         for _ in range(abort_retries + 1):
             t0 = time.monotonic()
-            ids, lps, reason, version = _parse(await client.generate(prompt, params, return_logprob=True))
+            ids, lps, reason, version = _parse(await client.generate(prompt, sample_params, return_logprob=True))
             latencies.append(time.monotonic() - t0)
             if reason != "abort":
                 break
@@ -129,7 +133,7 @@ async def generate(
 
     t0 = time.monotonic()
     try:
-        results = await asyncio.gather(*(one(p) for p in prompts for _ in range(n)))
+        results = await asyncio.gather(*(one(p, i * n + j) for i, p in enumerate(prompts) for j in range(n)))
     finally:
         bar.close()
     wall = time.monotonic() - t0

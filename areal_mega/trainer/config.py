@@ -32,7 +32,8 @@ class TrainerConfig:
     run_dir: str = "outputs/run"
     stages: list[StageConfig] = dataclasses.field(default_factory=lambda: [StageConfig()])
     ref_model: bool = True  # keep a frozen reference for the KL term (skipped when kl_coef == 0)
-    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end (and on SIGTERM)
+    resume: bool = True  # continue from run_dir/checkpoints when one exists
     keep_last: int = 2
     export_hf: bool = True  # HF directory at the end of training (run_dir/hf)
     eval_every: int = 0  # steps between held-out evaluations; 0 = only before and after

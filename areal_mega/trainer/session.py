@@ -7,6 +7,8 @@ run the engine are called by every rank together.
 """
 from __future__ import annotations
 
+import json
+import signal
 import time
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from areal_mega.algo.advantages import compute_advantages
 from areal_mega.algo.filters import apply_overlong, dynamic_sampling_mask
 from areal_mega.algo.loss import policy_loss
 from areal_mega.algo.mismatch import logprob_mismatch
-from areal_mega.config import save_config
+from areal_mega.config import save_config, to_dict
 from areal_mega.data import ResumableSampler, build_prompts, load_records, synthetic_split
+from areal_mega.engine.checkpoint import load_checkpoint, save_checkpoint
 from areal_mega.engine.engine import Engine
 from areal_mega.metrics import MetricsLogger
 from areal_mega.models.tiny import load_tokenizer
@@ -44,8 +47,35 @@ class Session:
         self.weight_version = 0
         self.step = 0
         self.servers = self.sync_group = self.pool = self.logger = None
+        self.ckpt_root = self.run_dir / "checkpoints"
+        resumed = load_checkpoint(self.policy, self.ckpt_root) if cfg.trainer.resume else None
+        self.resumed = resumed is not None
+        if resumed:
+            self.step = resumed["step"]
         if self.is_controller:
             self._start_controller()
+            if resumed:
+                self.sampler.load_state_dict(resumed["sampler"])
+        if resumed:  # servers start from engine.model_path: give them the checkpoint's weights
+            self.weight_version = resumed["weight_version"] - 1
+            self.sync_weights()
+        self._sigterm = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._sigterm = True
+
+    def stop_requested(self) -> bool:
+        """True on every rank once any rank got SIGTERM (ranks agree, so all save the same step)."""
+        flag = torch.tensor([1.0 if self._sigterm else 0.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.policy.object_group)
+        return bool(flag.item())
+
+    def save(self) -> None:
+        """All ranks: a resumable checkpoint of this step (model, optimizer, RNG, sampler, versions)."""
+        extra = {"step": self.step, "weight_version": self.weight_version,
+                 "sampler": self.sampler.state_dict() if self.is_controller else None}
+        save_checkpoint(self.policy, self.ckpt_root, self.step, extra, keep_last=self.cfg.trainer.keep_last)
 
     # ------------------------------------------------------------ set-up
     def _start_controller(self) -> None:
@@ -59,7 +89,8 @@ class Session:
                                   cfg.data.synthetic_heldout)[1] if cfg.data.path == "synthetic" else []
         self.heldout = build_prompts(heldout[: cfg.trainer.eval_samples], self.tokenizer, cfg.data.template,
                                      cfg.data.max_prompt_tokens)
-        self.logger = MetricsLogger(self.run_dir, cfg.wandb, config=None)
+        self.logger = MetricsLogger(self.run_dir, cfg.wandb, config=to_dict(cfg),
+                                    resume_step=self.step if self.resumed else None)
         self.pool = RewardPool(cfg.reward)
         if cfg.trainer.mode == "rl" or self.heldout.records:
             self._start_servers()
@@ -93,8 +124,9 @@ class Session:
         rc = self.cfg.rollout
         indices = self.sampler.next_batch()
         prompts = [self.prompts.input_ids[i] for i in indices]
+        seed = (self.cfg.engine.seed * 1_000_003 + self.step * 65_537) % 2**31
         params = {**rc.sampling_params(), "max_new_tokens": max_new_tokens,
-                  "stop_token_ids": [self.tokenizer.eos_token_id]}
+                  "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": seed}
         rollout = drop_empty(generate_sync(self.client(), prompts, rc.n_samples, params, quiet=True))
         check_staleness(rollout, self.weight_version, self.cfg.trainer.max_staleness)
         golds = [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
@@ -193,6 +225,18 @@ class Session:
         texts = self.tokenizer.batch_decode(out.response_ids, skip_special_tokens=True)
         correct = self.pool.correct(texts, [r.answer for r in self.heldout.records])
         return {"eval/accuracy": sum(correct) / len(correct)}
+
+    def write_summary(self, wall_seconds: float) -> None:
+        """Controller: run_dir/summary.json with held-out accuracy before and after training."""
+        if not self.is_controller:
+            return
+        from areal_mega.metrics import read_metrics
+
+        acc = [r["eval/accuracy"] for r in read_metrics(self.logger.path) if r.get("eval/accuracy") is not None]
+        summary = {"accuracy_before": acc[0] if acc else None, "accuracy_after": acc[-1] if acc else None,
+                   "steps": self.step, "wall_seconds": wall_seconds}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary), flush=True)
 
     def log(self, metrics: dict) -> None:
         if self.is_controller:

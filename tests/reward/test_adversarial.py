@@ -1,5 +1,4 @@
 """Hostile model output: finishes in time, scores wrong, executes nothing."""
-import os
 import time
 
 import pytest
