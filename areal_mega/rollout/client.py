@@ -185,6 +185,10 @@ class GenerationClient:
         """Stop every server generating (SGLang's /pause_generation; 'abort' finishes running requests)."""
         await self._all("/pause_generation", {"mode": mode})
 
+    async def destroy_weights_update_group(self, group_name: str) -> None:
+        """Every server leaves the weight-update group `group_name` (before it is rebuilt)."""
+        await self._all("/destroy_weights_update_group", {"group_name": group_name})
+
     async def continue_generation(self) -> None:
         await self._all("/continue_generation", {})
 

@@ -96,7 +96,7 @@ class Session:
             self._start_servers()
 
     def _start_servers(self) -> None:
-        rc, wc = self.cfg.rollout, self.cfg.weight_sync
+        rc = self.cfg.rollout
         urls = list(rc.urls)
         if not urls:
             self.servers = launch_servers(self.cfg.engine.model_path, rc.num_servers, backend=rc.backend,
@@ -104,11 +104,65 @@ class Session:
                                           mem_fraction=rc.mem_fraction, log_dir=self.run_dir / "server_logs")
             urls = self.servers.urls
         self.urls = urls
+        down = [u for u, ok in zip(urls, self._health(retries=rc.max_retries)) if not ok]
+        if down:
+            raise RuntimeError(f"generation servers not answering /health after {rc.max_retries + 1} tries: {down}")
+        self._join_sync_group()
+
+    def _health(self, retries: int = 0) -> list[bool]:
+        """Each server's /health, retried with a back-off while any is down."""
+        import asyncio
+
+        async def probe():
+            client = self.client()
+            try:
+                return await client.check_health(force=True)
+            finally:
+                await client.close()
+
+        for attempt in range(retries + 1):
+            healthy = asyncio.run(probe())
+            if all(healthy) or attempt == retries:
+                return healthy
+            time.sleep(min(2.0**attempt, 10.0))
+        return healthy
+
+    def _join_sync_group(self) -> None:
         from areal_mega.platform.device import free_port
 
+        rc, wc = self.cfg.rollout, self.cfg.weight_sync
         port = wc.master_port or free_port()
-        self.sync_group = init_weight_update_group(urls, wc.master_addr, port, wc.group_name,
+        self.sync_group = init_weight_update_group(self.urls, wc.master_addr, port, wc.group_name,
                                                    wc.resolved_backend(), rc.tp_size, wc.timeout_s, rc.api_key)
+
+    def _drop_dead_servers(self) -> dict:
+        """Controller, before a weight sync: a server that died leaves the pool and the group is
+        rebuilt without it (a broadcast to a dead rank would hang). Training goes on with the rest."""
+        import asyncio
+
+        from areal_mega.weight_sync.group import leave_group
+
+        healthy = self._health()
+        if all(healthy):
+            return {}
+        alive = [u for u, ok in zip(self.urls, healthy) if ok]
+        dead = [u for u, ok in zip(self.urls, healthy) if not ok]
+        if not alive:
+            raise RuntimeError(f"every generation server is down: {dead}")
+        print(f"[areal_mega] generation servers lost, continuing without them: {dead}", flush=True)
+
+        async def destroy():
+            client = GenerationClient(alive, api_key=self.cfg.rollout.api_key)
+            try:
+                await client.destroy_weights_update_group(self.cfg.weight_sync.group_name)
+            finally:
+                await client.close()
+
+        asyncio.run(destroy())
+        leave_group(self.sync_group.pg)
+        self.urls = alive
+        self._join_sync_group()
+        return {"rollout/servers_lost": float(len(dead))}
 
     def client(self) -> GenerationClient:
         rc = self.cfg.rollout
@@ -191,6 +245,8 @@ class Session:
         for _ in range(algo.ppo_epochs):
             for part in self._minibatches(batch, algo.ppo_minibatches):
                 stats = self.policy.train_step(part, loss_fn, temperature=temperature)
+                if stats["skipped"] and self.is_controller:
+                    print(f"[areal_mega] step {self.step}: non-finite loss or gradient, update skipped", flush=True)
         return stats
 
     def _minibatches(self, batch, n: int):
@@ -209,12 +265,13 @@ class Session:
             for _ in named:
                 pass
             return {}
+        lost = self._drop_dead_servers()
         wc = self.cfg.weight_sync
         dtype = torch.float32 if self.policy.dtype == torch.float32 else torch.bfloat16
         out = broadcast_weights(self.sync_group, self.urls, ((n, t.to(dtype)) for n, t in named),
                                 str(self.weight_version), bucket_bytes=wc.bucket_bytes,
                                 pause_mode=wc.pause_mode, api_key=self.cfg.rollout.api_key)
-        return {"sync/seconds": out["seconds"], "sync/gb_per_s": out["gb_per_s"]}
+        return {"sync/seconds": out["seconds"], "sync/gb_per_s": out["gb_per_s"], **lost}
 
     def evaluate(self) -> dict:
         """Controller: greedy accuracy on the held-out problems (the quickstart's measure)."""
