@@ -27,21 +27,15 @@ import time
 
 import torch
 
+from benchmarks.memory import status_kb
+
 MODEL = dict(vocab_size=101, hidden_size=256, intermediate_size=1024, num_layers=4, num_heads=4, num_kv_heads=2)
-
-
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def _reset_peak() -> int:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    return _rss_kb("VmRSS")
+    return status_kb("VmRSS")
 
 
 def _batch(batch: int, seq_len: int, seed: int):
@@ -68,7 +62,7 @@ def _ours(model_dir: str, batches: list, budget: int) -> tuple[list[float], int]
         t = time.perf_counter()
         engine.train_step(batch, sft_loss)
         times.append(time.perf_counter() - t)
-    return times, _rss_kb("VmHWM") - base
+    return times, status_kb("VmHWM") - base
 
 
 def _baseline(model_dir: str, batches: list, budget: int) -> tuple[list[float], int]:
@@ -95,7 +89,7 @@ def _baseline(model_dir: str, batches: list, budget: int) -> tuple[list[float], 
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    return times, _rss_kb("VmHWM") - base
+    return times, status_kb("VmHWM") - base
 
 
 def _side(side: str, model_dir: str, batch: int, seq_len: int, steps: int, warmup: int) -> dict:

@@ -29,6 +29,8 @@ import time
 
 import torch
 
+from benchmarks.memory import status_kb
+
 V, H = 151936, 1536
 
 
@@ -60,7 +62,9 @@ def _path_fn(case: str, path: str, backend: str):
     if path == "naive":
         return _naive_lm_head if case == "lm_head" else _naive_logits
     if path == "liger":
-        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+        from liger_kernel.transformers.functional import (
+            liger_fused_linear_cross_entropy,
+        )
 
         def liger(hidden, weight, targets):  # -logprob per token; no entropy output
             return -liger_fused_linear_cross_entropy(hidden, weight, targets, reduction="none"), None
@@ -76,11 +80,6 @@ def _fwd_bwd(fn, inputs, targets, g_lp, g_ent):
     return lp, torch.autograd.grad(outs, inputs, grads)
 
 
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field))
-
-
 def measure_cpu(case: str, path: str, t: int, h: int) -> dict:
     """Run in a fresh process: seconds, peak MB above the inputs, MB of gradient outputs."""
     torch.manual_seed(0)
@@ -88,11 +87,11 @@ def measure_cpu(case: str, path: str, t: int, h: int) -> dict:
     fn = _path_fn(case, path, "torch")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set (VmHWM) to the current one
-    base = _rss_kb("VmRSS:")
+    base = status_kb("VmRSS:")
     start = time.perf_counter()
     lp, grads = _fwd_bwd(fn, inputs, targets, g_lp, g_ent)
     seconds = time.perf_counter() - start
-    peak_mb = (_rss_kb("VmHWM:") - base) / 1024
+    peak_mb = (status_kb("VmHWM") - base) / 1024
     grad_mb = sum(g.numel() * g.element_size() for g in grads) / 2**20
     checksum = float(lp.double().sum())
     return dict(seconds=seconds, peak_mb=peak_mb, work_mb=peak_mb - grad_mb, checksum=checksum)

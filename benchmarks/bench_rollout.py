@@ -21,6 +21,7 @@ from areal_mega.models.tiny import build_char_tokenizer, build_tiny_model
 from areal_mega.rollout.client import GenerationClient
 from areal_mega.rollout.launcher import launch_servers
 from areal_mega.rollout.manager import generate_sync
+from benchmarks.memory import peak_rss_mb
 
 
 def _hf_generate(model, prompts, max_new_tokens, batched):
@@ -38,13 +39,6 @@ def _hf_generate(model, prompts, max_new_tokens, batched):
     out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=0)
     return out[:, L:].tolist()
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main(quick: bool = False) -> dict:
@@ -77,7 +71,7 @@ def main(quick: bool = False) -> dict:
             t0 = time.perf_counter()
             batch = generate_sync(client, prompts, 1, params, quiet=True)
             server_s = time.perf_counter() - t0
-            server_peak_mb = _peak_rss_mb(pool.procs[0].pid)
+            server_peak_mb = peak_rss_mb(pool.procs[0].pid)
 
     matches = sum(a == b for a, b in zip(batch.response_ids, loop_out))
     return {

@@ -15,16 +15,11 @@ import tempfile
 import torch
 
 from areal_mega.models.tiny import build_char_tokenizer, build_tiny_model
+from areal_mega.platform.device import free_port
 from areal_mega.rollout.client import GenerationClient
-from areal_mega.rollout.launcher import free_port, launch_servers
+from areal_mega.rollout.launcher import launch_servers
 from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.memory import peak_rss_mb
 
 
 def main(quick: bool = False) -> dict:
@@ -47,7 +42,7 @@ def main(quick: bool = False) -> dict:
             group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
             bucketed = [broadcast_weights(group, client, named, weight_version=f"b{i}") for i in range(repeats)]
             per_tensor = broadcast_weights(group, client, named, weight_version="t", bucket_bytes=1)
-            server_peak = max(_peak_rss_mb(p.pid) for p in pool.procs)
+            server_peak = max(peak_rss_mb(p.pid) for p in pool.procs)
     best = min(bucketed, key=lambda s: s["seconds"])
     return {
         "config": f"qwen2 {n_params / 1e6:.1f}M params fp32 ({best['gigabytes']:.3f} GB), {num_servers} reference "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,15 +26,11 @@ from pathlib import Path
 
 import requests
 
+from areal_mega.platform.device import free_port
+
 
 class ServerStartError(RuntimeError):
     """A server died or never became healthy; the message carries its log tail."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:

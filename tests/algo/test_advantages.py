@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from algo_ref import kl_ref, random_batch
 
 from areal_mega.algo.advantages import (
     compute_advantages,
@@ -13,7 +14,6 @@ from areal_mega.algo.advantages import (
     token_rewards,
 )
 from areal_mega.algo.config import AlgoConfig
-from algo_ref import kl_ref, random_batch
 
 
 @pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from algo_ref import random_batch
+
 from areal_mega.algo.advantages import compute_advantages, normalize_advantages
 from areal_mega.algo.config import AlgoConfig
 from areal_mega.algo.mismatch import logprob_mismatch, ratio_cap_exceeded

@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-
 from algo_ref import kl_ref, random_batch
+
 from areal_mega.algo.config import AlgoConfig
 from areal_mega.algo.loss import policy_loss
 

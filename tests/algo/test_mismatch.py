@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-
 from algo_ref import random_batch
+
 from areal_mega.algo.mismatch import logprob_mismatch, mean_importance_ratio, ratio_cap_exceeded
 
 

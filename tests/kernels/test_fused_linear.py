@@ -1,7 +1,6 @@
 """fused_linear_logprobs against float64 log_softmax(hidden @ W.T), both backends."""
 import pytest
 import torch
-
 from areal_mega.kernels import fused_linear_logprobs
 
 T, V, H = 37, 300, 48

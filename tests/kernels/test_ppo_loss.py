@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-
 from areal_mega.kernels import ppo_loss
 
 SEQ_LENS = [5, 11, 1, 9, 14]  # T = 40, one sequence fully masked below

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from areal_mega.kernels import fused_linear_logprobs, vocab_parallel_logprobs
 
 T, V, H, TEMP = 29, 202, 24, 0.8  # V_local = 101 per rank

@@ -1,7 +1,6 @@
 """vocab_parallel_logprobs against float64 log_softmax, both backends, fwd + bwd."""
 import pytest
 import torch
-
 from areal_mega.kernels import vocab_parallel_logprobs
 
 T, V = 37, 300  # not multiples of any chunk or block size

@@ -1,9 +1,8 @@
 """Answer equivalence through the worker pool: the project's own cases."""
 import pytest
+from equivalence_cases import ALL_CASES  # noqa: E402 (tests/reward is on sys.path under pytest)
 
 from areal_mega.reward import RewardConfig, RewardPool, math_equal, math_reward
-
-from equivalence_cases import ALL_CASES  # noqa: E402 (tests/reward is on sys.path under pytest)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ import signal
 
 import pytest
 
+from areal_mega.platform.device import free_port
 from areal_mega.rollout.client import AllServersDownError, GenerationClient
-from areal_mega.rollout.launcher import ServerStartError, free_port, launch_servers
+from areal_mega.rollout.launcher import ServerStartError, launch_servers
 from areal_mega.rollout.manager import RolloutBatch, generate, generate_sync
 
 

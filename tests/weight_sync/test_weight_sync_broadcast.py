@@ -10,8 +10,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rollout"))
 from rollout_refs import greedy_decode, response_logprobs  # noqa: E402
 
+from areal_mega.platform.device import free_port  # noqa: E402
 from areal_mega.rollout.client import GenerationClient  # noqa: E402
-from areal_mega.rollout.launcher import free_port, launch_servers  # noqa: E402
+from areal_mega.rollout.launcher import launch_servers  # noqa: E402
 from areal_mega.rollout.manager import generate_sync  # noqa: E402
 from areal_mega.weight_sync.broadcast import broadcast_weights, buckets, init_weight_update_group  # noqa: E402
 
