@@ -20,8 +20,9 @@ from areal_mega.trainer.session import Session, sft_batch, timed
 
 def rl_step(s: Session, max_new_tokens: int) -> dict:
     times: dict = {}
-    scored = timed(times, "rollout", s.rollout, max_new_tokens)
-    rollout, rewards, mask = s.prepare(scored[0], scored[1]) if s.is_controller else (None, None, None)
+    rollout, golds = timed(times, "rollout", s.rollout, max_new_tokens)
+    rewards, correct = timed(times, "reward", s.score, rollout, golds)
+    rollout, rewards, mask = s.prepare(rollout, rewards) if s.is_controller else (None, None, None)
     train_lp, ref_lp = timed(times, "logprobs", s.logprobs, rollout)
     batch, algo_stats = s.advantages(rollout, rewards, mask, train_lp, ref_lp) if s.is_controller else (None, {})
     train_stats = timed(times, "train", s.train, batch)
@@ -30,9 +31,10 @@ def rl_step(s: Session, max_new_tokens: int) -> dict:
         return {}
     lengths = [len(r) for r in rollout.response_ids]
     return {
-        "reward/mean": float(rewards.mean()), "reward/accuracy": float(scored[2].mean()),
+        "reward/mean": float(rewards.mean()), "reward/accuracy": float(correct.mean()),
         "response_length/mean": sum(lengths) / len(lengths), "response_length/max": max(lengths),
         "rollout/tokens_per_s": rollout.metrics.get("gen_tokens_per_s", 0.0),
+        "train/tokens_per_s": sum(len(ids) for ids in batch.input_ids) / times["time/train"],
         **algo_stats, **{f"train/{k}": v for k, v in train_stats.items()}, **sync_stats, **times,
     }
 

@@ -172,9 +172,9 @@ class Session:
 
     # ------------------------------------------------------------ RL phases
     def rollout(self, max_new_tokens: int):
-        """Controller: sample prompts, generate n each, score them. Returns (rollout, rewards, correct)."""
+        """Controller: sample prompts and generate n each. Returns (rollout, gold answer per sample)."""
         if not self.is_controller:
-            return None
+            return None, None
         rc = self.cfg.rollout
         indices = self.sampler.next_batch()
         prompts = [self.prompts.input_ids[i] for i in indices]
@@ -183,12 +183,17 @@ class Session:
                   "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": seed}
         rollout = drop_empty(generate_sync(self.client(), prompts, rc.n_samples, params, quiet=True))
         check_staleness(rollout, self.weight_version, self.cfg.trainer.max_staleness)
-        golds = [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
+        return rollout, [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
+
+    def score(self, rollout, golds):
+        """Controller: task rewards `[num_samples]` (correct / wrong value) and correctness (0/1)."""
+        if not self.is_controller:
+            return None, None
         texts = self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
         correct = self.pool.correct(texts, golds)
         algo = self.cfg.algo
         rewards = torch.tensor([algo.reward_correct if c else algo.reward_wrong for c in correct])
-        return rollout, rewards, torch.tensor(correct, dtype=torch.float32)
+        return rewards, torch.tensor(correct, dtype=torch.float32)
 
     def prepare(self, rollout, rewards):
         """Controller: dynamic sampling + over-long policy. Returns (rollout, rewards, mask, truncated)."""

@@ -18,7 +18,7 @@ def _cmd(model_dir, run_dir, steps, urls, extra=()):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "--master-addr=127.0.0.1",
             f"--master-port={free_port()}", "-m", "areal_mega.train", "--config",
             str(REPO / "configs/quickstart/rl.yaml"), f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}",
-            "engine.parallel.tp=1", f"trainer.stages=[{{max_new_tokens: 8, steps: {steps}}}]",
+            "engine.parallel.tp=1", f"trainer.stages=[{{max_new_tokens: 16, steps: {steps}}}]",
             "trainer.eval_samples=8", "trainer.export_hf=false", "data.batch_size=8", "rollout.n_samples=4",
             f"rollout.urls=[{','.join(urls)}]", *extra]
 

@@ -22,7 +22,7 @@ def _cmd(model_dir, run_dir, steps):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
             f"--master-port={free_port()}", "-m", "areal_mega.train", "--config",
             str(REPO / "configs/quickstart/rl.yaml"), f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}",
-            f"trainer.stages=[{{max_new_tokens: 8, steps: {steps}}}]", "trainer.eval_samples=8",
+            f"trainer.stages=[{{max_new_tokens: 16, steps: {steps}}}]", "trainer.eval_samples=8",
             "trainer.eval_every=0", "trainer.export_hf=false", "algo.adv_norm=none", "algo.kl_coef=0.01",
             "data.batch_size=4", "rollout.n_samples=2"]
 
