@@ -36,5 +36,7 @@ setup(
     extras_require={
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
         "gpu": ["sglang", "transformer-engine[pytorch]"],
+        # baselines measured by benchmarks/ (TRL GRPOTrainer, HF math-verify); not needed to train
+        "bench": ["trl>=1.16,<2", "psutil>=5.9", "math-verify[antlr4_13_2]==0.9.0"],
     },
 )
