@@ -86,7 +86,12 @@ def test_no_string_is_ever_evaluated(monkeypatch):
 
     # sympy compiles code strings of its own (polys monomials); only our inputs must never reach eval/exec.
     hostile = ["__import__('os').system('true')", "open('f','w')", "zzqq_sentinel+1"]
-    inputs = [t for p, g, _ in ALL_CASES for t in (p, g) if t and len(t) >= 3] + hostile
+    # Inputs that cannot occur by chance in the numeric strings sympy builds for itself
+    # (`Expr.equals` nsimplifies random rationals like '(2**(137/627)*...)' and parses them).
+    def distinctive(t: str) -> bool:
+        return len(t) >= 3 and (any(c in t for c in "\\{}$_'\"") or any(c.isalpha() for c in t))
+
+    inputs = [t for p, g, _ in ALL_CASES for t in (p, g) if t and distinctive(t)] + hostile
 
     def trap(real):
         def guarded(source, *args, **kwargs):
