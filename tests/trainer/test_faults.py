@@ -23,13 +23,6 @@ def _cmd(model_dir, run_dir, steps, urls, extra=()):
             f"rollout.urls=[{','.join(urls)}]", *extra]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fault_model")
-    subprocess.run([sys.executable, str(REPO / "launch/make_tiny_model.py"), str(d)], check=True, capture_output=True)
-    return d
-
-
 @pytest.mark.multirank
 def test_no_server_at_start_is_a_clear_error(model_dir, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"

@@ -37,13 +37,6 @@ def _steps(run_dir):
     return {r["step"]: r for r in rows if "train/loss" in r}
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("quick_model")
-    subprocess.run([sys.executable, str(REPO / "launch/make_tiny_model.py"), str(d)], check=True, capture_output=True)
-    return d
-
-
 @pytest.mark.slow
 @pytest.mark.multirank
 def test_resume_continues_the_same_run(model_dir, tmp_path):

@@ -25,11 +25,9 @@ def _rows(path):
 
 @pytest.mark.slow
 @pytest.mark.multirank
-def test_quickstart_shortened_reward_goes_up(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "launch/make_tiny_model.py"), str(tmp_path / "init")], check=True,
-                   capture_output=True)
+def test_quickstart_shortened_reward_goes_up(model_dir, tmp_path):
     _train(str(REPO / "configs/quickstart/sft.yaml"), [
-        f"engine.model_path={tmp_path / 'init'}", f"trainer.run_dir={tmp_path / 'sft'}", "trainer.eval_samples=50",
+        f"engine.model_path={model_dir}", f"trainer.run_dir={tmp_path / 'sft'}", "trainer.eval_samples=50",
     ])
     nll = [r["train/nll"] for r in _rows(tmp_path / "sft" / "metrics.jsonl") if "train/nll" in r]
     assert sum(nll[-20:]) / 20 < 0.5 * sum(nll[:20]) / 20
