@@ -152,7 +152,9 @@ class Engine:
         share, indices, _, num_seqs = self._share(batch)
         was_training = self.model.training
         self.model.eval()
-        store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), None, True, temperature)
+        store = []
+        if len(share):  # a DP replica with no sequences (batch smaller than DP) has nothing to run
+            store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), None, True, temperature)
         self.model.train(was_training)
         local = []
         if self.topo.is_last_stage and self.topo.tp_rank == 0:
@@ -178,6 +180,9 @@ class Engine:
         if not self.trainable:
             raise RuntimeError("train_step on an engine built with trainable=False")
         share, _, num_tokens, num_seqs = self._share(batch)
+        if num_seqs < self.topo.dp_size:
+            raise ValueError(f"a training batch of {num_seqs} sequences cannot be split over "
+                             f"{self.topo.dp_size} data-parallel ranks")
         wrapped = functools.partial(loss_fn, global_num_tokens=float(num_tokens), global_num_seqs=float(num_seqs))
         self.model.train()
         self.model.zero_grad_buffer()

@@ -143,10 +143,9 @@ def pack(batch: SeqBatch, max_tokens: int) -> list[MicroBatch]:
 def partition_balanced(lengths: list[int], num_parts: int) -> list[list[int]]:
     """Split indices into `num_parts` lists with near-equal token sums (greedy LPT).
 
-    Every part gets at least one index when len(lengths) >= num_parts.
+    Every part gets at least one index when len(lengths) >= num_parts; with
+    fewer sequences than parts, the last parts are empty.
     """
-    if len(lengths) < num_parts:
-        raise ValueError(f"{len(lengths)} sequences cannot be split over {num_parts} data-parallel ranks")
     heap = [(0, r) for r in range(num_parts)]
     parts: list[list[int]] = [[] for _ in range(num_parts)]
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):

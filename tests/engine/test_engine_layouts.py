@@ -19,16 +19,16 @@ def _weights(results):
 def test_layouts_match_transformers_and_each_other(arch_fixture, request, tmp_path):
     model_dir = request.getfixturevalue(arch_fixture)
     runs = {}
-    for tp, pp in [(1, 1), (2, 1), (1, 2)]:
-        nproc = tp * pp
+    for tp, pp, dp in [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)]:
+        nproc = tp * pp * dp
         results = torchrun(WORKER, nproc, ["--model", str(model_dir), "--tp", str(tp), "--pp", str(pp),
-                                           "--temperature", "0.7"], tmp_path / f"{tp}x{pp}")
+                                           "--temperature", "0.7"], tmp_path / f"{tp}x{pp}x{dp}")
         for r in results:
-            assert r["max_dlogprob"] <= 1e-4, (tp, pp, r["max_dlogprob"])
-            assert r["max_dlogprob_unpacked"] <= 1e-5, (tp, pp, r["max_dlogprob_unpacked"])
+            assert r["max_dlogprob"] <= 1e-4, (tp, pp, dp, r["max_dlogprob"])
+            assert r["max_dlogprob_unpacked"] <= 1e-5, (tp, pp, dp, r["max_dlogprob_unpacked"])
             assert r["min_entropy"] >= 0.0
-        runs[(tp, pp)] = _weights(results)
-    base = runs[(1, 1)]
+        runs[(tp, pp, dp)] = _weights(results)  # DP=2 checks the global token normalisation
+    base = runs[(1, 1, 1)]
     from transformers import AutoModelForCausalLM
 
     initial = {k: v.flatten().tolist() for k, v in AutoModelForCausalLM.from_pretrained(str(model_dir)).state_dict().items()}
