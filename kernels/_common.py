@@ -119,3 +119,18 @@ def finalize(stats):
     lse = m + log_s
     mean_z = m + w / s
     return (zt - lse).clamp_max(0.0), (log_s - w / s).clamp_min(0.0), lse, mean_z
+
+
+def check_call(backend: str, device, tp_group, targets, num_tokens: int, vocab_local: int, temperature: float,
+               token_chunk: int | None, vocab_chunk: int | None, default_chunks: dict):
+    """The argument checks both log-prob entry points share.
+
+    Returns (backend, targets, temperature, token_chunk, vocab_chunk), resolved and validated;
+    `default_chunks[backend]` gives the (token, vocab) tile sizes used when none is passed.
+    """
+    backend = resolve_backend(backend, device)
+    _, tp_size = tp_info(tp_group)
+    targets = check_targets(targets, num_tokens, vocab_local * tp_size, device)
+    default_t, default_v = default_chunks[backend]
+    return (backend, targets, check_temperature(temperature), check_chunk("token_chunk", token_chunk, default_t),
+            check_chunk("vocab_chunk", vocab_chunk, default_v))

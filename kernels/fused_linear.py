@@ -121,12 +121,8 @@ def fused_linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: t
         raise ValueError(f"device mismatch: hidden on {hidden.device}, weight on {weight.device}")
     if weight.shape[0] == 0:
         raise ValueError("weight: empty vocabulary dimension")
-    backend = _common.resolve_backend(backend, hidden.device)
-    _, tp_size = _common.tp_info(tp_group)
-    targets = _common.check_targets(targets, hidden.shape[0], weight.shape[0] * tp_size, hidden.device)
-    temperature = _common.check_temperature(temperature)
-    default_t, default_v = _DEFAULT_CHUNKS[backend]
-    token_chunk = _common.check_chunk("token_chunk", token_chunk, default_t)
-    vocab_chunk = _common.check_chunk("vocab_chunk", vocab_chunk, default_v)
+    backend, targets, temperature, token_chunk, vocab_chunk = _common.check_call(
+        backend, hidden.device, tp_group, targets, hidden.shape[0], weight.shape[0], temperature,
+        token_chunk, vocab_chunk, _DEFAULT_CHUNKS)
     return _FusedLinearLogprobs.apply(hidden.contiguous(), weight.contiguous(), targets, tp_group, temperature,
                                       backend_ops(backend), token_chunk, vocab_chunk)

@@ -81,14 +81,10 @@ def vocab_parallel_logprobs(logits: torch.Tensor, targets: torch.Tensor, tp_grou
         raise ValueError(f"logits: dtype {logits.dtype} not supported (float32, bfloat16, float16)")
     if logits.shape[1] == 0:
         raise ValueError("logits: empty vocabulary dimension")
-    backend = _common.resolve_backend(backend, logits.device)
-    _, tp_size = _common.tp_info(tp_group)
-    targets = _common.check_targets(targets, logits.shape[0], logits.shape[1] * tp_size, logits.device)
-    temperature = _common.check_temperature(temperature)
+    backend, targets, temperature, token_chunk, vocab_chunk = _common.check_call(
+        backend, logits.device, tp_group, targets, logits.shape[0], logits.shape[1], temperature,
+        token_chunk, vocab_chunk, _DEFAULT_CHUNKS)
     if logits.stride(1) != 1:
         logits = logits.contiguous()
-    default_t, default_v = _DEFAULT_CHUNKS[backend]
-    token_chunk = _common.check_chunk("token_chunk", token_chunk, default_t)
-    vocab_chunk = _common.check_chunk("vocab_chunk", vocab_chunk, default_v)
     return _VocabParallelLogprobs.apply(logits, targets, tp_group, temperature, backend_ops(backend),
                                         token_chunk, vocab_chunk)
