@@ -107,6 +107,27 @@ def all_reduce_stats(stats, tp_group):
     return m_global, packed[0], packed[1], packed[2]
 
 
+def reduce_tiles(tile_stats, num_tokens: int, vocab_local: int, token_chunk: int, vocab_chunk: int, tp_group,
+                 tp_size: int):
+    """(logprobs, entropy, lse, mean_z), each [num_tokens] float32, from per-tile statistics.
+
+    `tile_stats(t0, t1, v0, v1)` returns the statistics (m, s, w, zt) of the
+    [t0:t1, v0:v1] tile of this rank's logits; tiles merge along the
+    vocabulary, then across `tp_group` when tp_size > 1.
+    """
+    parts = []
+    for t0, t1 in tile_ranges(num_tokens, token_chunk):
+        stats = None
+        for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
+            tile = tile_stats(t0, t1, v0, v1)
+            stats = tile if stats is None else merge(stats, tile)
+        parts.append(stats)
+    stats = tuple(torch.cat(xs) for xs in zip(*parts))
+    if tp_size > 1:
+        stats = all_reduce_stats(stats, tp_group)
+    return finalize(stats)
+
+
 def finalize(stats):
     """(logprobs, entropy, lse, mean_z), each [T] float32, from merged statistics.
 

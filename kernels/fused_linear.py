@@ -42,19 +42,13 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         rank, tp_size = _common.tp_info(tp_group)
         num_tokens, vocab_local = hidden.shape[0], weight.shape[0]
         offset = rank * vocab_local
-        parts = []
-        for t0, t1 in _common.tile_ranges(num_tokens, token_chunk):
-            stats = None
-            for v0, v1 in _common.tile_ranges(vocab_local, vocab_chunk):
-                logits = _tile_logits(hidden[t0:t1], weight[v0:v1])
-                tile_stats = ops.row_stats(logits, targets[t0:t1], offset + v0, temperature)
-                del logits
-                stats = tile_stats if stats is None else _common.merge(stats, tile_stats)
-            parts.append(stats)
-        stats = tuple(torch.cat(xs) for xs in zip(*parts))
-        if tp_size > 1:
-            stats = _common.all_reduce_stats(stats, tp_group)
-        logprobs, entropy, lse, mean_z = _common.finalize(stats)
+
+        def tile_stats(t0, t1, v0, v1):
+            return ops.row_stats(_tile_logits(hidden[t0:t1], weight[v0:v1]), targets[t0:t1], offset + v0,
+                                 temperature)
+
+        logprobs, entropy, lse, mean_z = _common.reduce_tiles(tile_stats, num_tokens, vocab_local, token_chunk,
+                                                              vocab_chunk, tp_group, tp_size)
         ctx.save_for_backward(hidden, weight, targets, lse, mean_z)
         ctx.config = (offset, tp_group, tp_size, temperature, ops, token_chunk, vocab_chunk)
         return logprobs, entropy

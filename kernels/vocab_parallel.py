@@ -30,17 +30,9 @@ class _VocabParallelLogprobs(torch.autograd.Function):
         rank, tp_size = _common.tp_info(tp_group)
         num_tokens, vocab_local = logits.shape
         offset = rank * vocab_local
-        parts = []
-        for t0, t1 in _common.tile_ranges(num_tokens, token_chunk):
-            stats = None
-            for v0, v1 in _common.tile_ranges(vocab_local, vocab_chunk):
-                tile_stats = ops.row_stats(logits[t0:t1, v0:v1], targets[t0:t1], offset + v0, temperature)
-                stats = tile_stats if stats is None else _common.merge(stats, tile_stats)
-            parts.append(stats)
-        stats = tuple(torch.cat(xs) for xs in zip(*parts))
-        if tp_size > 1:
-            stats = _common.all_reduce_stats(stats, tp_group)
-        logprobs, entropy, lse, mean_z = _common.finalize(stats)
+        logprobs, entropy, lse, mean_z = _common.reduce_tiles(
+            lambda t0, t1, v0, v1: ops.row_stats(logits[t0:t1, v0:v1], targets[t0:t1], offset + v0, temperature),
+            num_tokens, vocab_local, token_chunk, vocab_chunk, tp_group, tp_size)
         ctx.save_for_backward(logits, targets, lse, mean_z)
         ctx.config = (offset, temperature, ops, token_chunk, vocab_chunk)
         return logprobs, entropy

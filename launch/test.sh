@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --disable-pip-version-check torch==2.13.0
 python -m pip install -q --disable-pip-version-check -e '.[test]'
-export TRITON_INTERPRET=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=disabled PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=disabled PYTHONUNBUFFERED=1
 exec python -m pytest -q -p no:cacheprovider "${@:-tests}"

@@ -1,12 +1,14 @@
 """Shared fixtures: tiny HF checkpoints built on the spot, env for CPU runs."""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # does not import triton, so TRITON_INTERPRET can still be chosen below
+
+# Triton compiles on CUDA and runs under its interpreter on CPU (set before triton is imported)
+os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 

@@ -1,4 +1,4 @@
-"""Fixtures for the kernel tests: float64 references and NaN-poisoned outputs."""
+"""Fixtures for the kernel tests: the device, float64 references and NaN-poisoned outputs."""
 import pytest
 import torch
 
@@ -7,6 +7,12 @@ def reference_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature:
     """(logprobs, entropy) in float64 from plain log_softmax over the full vocabulary."""
     logp = torch.log_softmax(logits.double() / temperature, dim=-1)
     return logp.gather(1, targets[:, None])[:, 0], -(logp.exp() * logp).sum(-1)
+
+
+@pytest.fixture
+def device():
+    """CUDA when present (the Triton backend then compiles), else CPU (Triton under TRITON_INTERPRET=1)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture

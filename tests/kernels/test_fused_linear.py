@@ -7,13 +7,14 @@ T, V, H = 37, 300, 48
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1e-2, atol=1e-2)}
 
 
-def _inputs(dtype, seed):
+def _inputs(dtype, seed, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(T, H, generator=g).to(dtype)
     weight = (0.4 * torch.randn(V, H, generator=g)).to(dtype)
     targets = torch.randint(0, V, (T,), generator=g)
     mask = torch.rand(T, generator=g) > 0.3
-    return hidden, weight, targets, torch.randn(T, generator=g) * mask, torch.randn(T, generator=g) * mask
+    g_lp, g_ent = torch.randn(T, generator=g) * mask, torch.randn(T, generator=g) * mask
+    return tuple(x.to(device) for x in (hidden, weight, targets, g_lp, g_ent))
 
 
 def _reference_grads(hidden, weight, targets, temperature, g_lp, g_ent, reference):
@@ -31,9 +32,9 @@ def _scaled_close(actual, expected, rtol):
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_matches_float64_reference(backend, dtype, temperature, reference, poison, small_triton_blocks):
-    hidden, weight, targets, g_lp, g_ent = _inputs(dtype, seed=len(backend) * 100 + int(temperature * 10)
-                                                   + (dtype == torch.bfloat16))
+def test_matches_float64_reference(backend, dtype, temperature, device, reference, poison, small_triton_blocks):
+    seed = len(backend) * 100 + int(temperature * 10) + (dtype == torch.bfloat16)
+    hidden, weight, targets, g_lp, g_ent = _inputs(dtype, seed, device)
     hidden.requires_grad_(True)
     weight.requires_grad_(True)
     lp, ent = fused_linear_logprobs(hidden, weight, targets, temperature=temperature, backend=backend,
@@ -55,8 +56,8 @@ def test_matches_float64_reference(backend, dtype, temperature, reference, poiso
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_weight_only_grad_default_chunks(backend, reference):
-    hidden, weight, targets, g_lp, g_ent = _inputs(torch.float32, seed=11)
+def test_weight_only_grad_default_chunks(backend, device, reference):
+    hidden, weight, targets, g_lp, g_ent = _inputs(torch.float32, 11, device)
     weight.requires_grad_(True)
     lp, ent = fused_linear_logprobs(hidden, weight, targets, backend=backend)
     (gw,) = torch.autograd.grad(ent, weight, g_ent)
@@ -79,8 +80,8 @@ def test_bad_input_names_the_problem():
         fused_linear_logprobs(hidden, weight, targets, token_chunk=-2)
 
 
-def test_non_contiguous_weight_is_handled(reference):
-    hidden, weight, targets, _, _ = _inputs(torch.float32, seed=4)
+def test_non_contiguous_weight_is_handled(device, reference):
+    hidden, weight, targets, _, _ = _inputs(torch.float32, 4, device)
     lp, ent = fused_linear_logprobs(hidden, weight.t().contiguous().t(), targets)
     ref_lp, ref_ent = reference(hidden.double() @ weight.double().t(), targets)
     torch.testing.assert_close(lp.double(), ref_lp, rtol=1e-5, atol=1e-6)

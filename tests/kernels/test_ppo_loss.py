@@ -9,7 +9,7 @@ SEQ_LENS = [5, 11, 1, 9, 14]  # T = 40, one sequence fully masked below
 T = sum(SEQ_LENS)
 
 
-def _inputs(seed):
+def _inputs(seed, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     old = -torch.rand(T, generator=g, dtype=torch.float64) * 4
     lp = old + 0.4 * torch.randn(T, generator=g, dtype=torch.float64)  # ratios well outside 1 +- 0.2
@@ -17,7 +17,7 @@ def _inputs(seed):
     adv = torch.randn(T, generator=g, dtype=torch.float64)
     mask = torch.rand(T, generator=g) > 0.25
     mask[5:16] = False  # the second sequence has no loss tokens
-    return lp, old, adv, ref, mask
+    return tuple(x.to(device) for x in (lp, old, adv, ref, mask))
 
 
 def _reference(lp, old, adv, ref, mask, eps, eps_high, dual, kl_coef, est, agg, n_tokens=None, n_seqs=None):
@@ -55,14 +55,14 @@ CASES = [
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_loss_and_grad_match_reference(backend, case, poison):
+def test_loss_and_grad_match_reference(backend, case, device, poison):
     c = CASES[case]
-    lp64, old, adv, ref, mask = _inputs(seed=case)
+    lp64, old, adv, ref, mask = _inputs(case, device)
     lp = lp64.float().requires_grad_(True)
     kw = dict(eps_clip=c["eps"], eps_clip_high=c["eps_high"], dual_clip=c["dual"], kl_coef=c["kl_coef"],
               kl_estimator=c["est"], agg=c["agg"], backend=backend,
               ref_logprobs=ref.float() if c["kl_coef"] else None,
-              seq_lens=None if c["agg"] == "token_mean" else torch.tensor(SEQ_LENS))
+              seq_lens=None if c["agg"] == "token_mean" else torch.tensor(SEQ_LENS, device=device))
     loss, stats = ppo_loss(lp, old.float(), adv.float(), mask, **kw)
     eps_high = c["eps"] if c["eps_high"] is None else c["eps_high"]
     lp_q = lp.detach().double()  # the reference sees the same float32-rounded inputs
@@ -93,13 +93,13 @@ def test_loss_and_grad_match_reference(backend, case, poison):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_global_denominators(backend):
-    lp, old, adv, ref, mask = _inputs(seed=7)
+def test_global_denominators(backend, device):
+    lp, old, adv, ref, mask = _inputs(7, device)
     lp, old, adv = lp.float(), old.float(), adv.float()
     local, _ = ppo_loss(lp, old, adv, mask, backend=backend)
     scaled, _ = ppo_loss(lp, old, adv, mask, num_global_tokens=4 * int(mask.sum()), backend=backend)
     assert scaled.item() == pytest.approx(local.item() / 4, rel=1e-6)
-    seq_lens = torch.tensor(SEQ_LENS)
+    seq_lens = torch.tensor(SEQ_LENS, device=device)
     local, _ = ppo_loss(lp, old, adv, mask, agg="seq_mean_token_sum", seq_lens=seq_lens, backend=backend)
     scaled, _ = ppo_loss(lp, old, adv, mask, agg="seq_mean_token_sum", seq_lens=seq_lens, num_global_seqs=8,
                          backend=backend)
@@ -107,9 +107,9 @@ def test_global_denominators(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_on_policy_step_zero(backend):
+def test_on_policy_step_zero(backend, device):
     """Step 0: logprobs == old logprobs -> ratio 1, nothing clipped, KL 0, loss = -mean(A)."""
-    _, old, adv, _, mask = _inputs(seed=3)
+    _, old, adv, _, mask = _inputs(3, device)
     lp = old.float().clone().requires_grad_(True)
     loss, stats = ppo_loss(lp, old.float(), adv.float(), mask, ref_logprobs=old.float(), kl_coef=0.1,
                            backend=backend)
@@ -119,7 +119,7 @@ def test_on_policy_step_zero(backend):
 
 
 def test_bad_input_names_the_problem():
-    lp, old, adv, _, mask = (x.float() if x.is_floating_point() else x for x in _inputs(seed=1))
+    lp, old, adv, _, mask = (x.float() if x.is_floating_point() else x for x in _inputs(1))
     with pytest.raises(ValueError, match=r"old_logprobs: expected shape \[40\]"):
         ppo_loss(lp, old[:-1], adv, mask)
     with pytest.raises(ValueError, match="needs seq_lens"):

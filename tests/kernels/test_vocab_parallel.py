@@ -7,21 +7,22 @@ T, V = 37, 300  # not multiples of any chunk or block size
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1e-2, atol=1e-2)}
 
 
-def _inputs(dtype, seed):
+def _inputs(dtype, seed, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     logits = (3.0 * torch.randn(T, V, generator=g)).to(dtype)
     targets = torch.randint(0, V, (T,), generator=g)
     mask = torch.rand(T, generator=g) > 0.3
     g_lp = torch.randn(T, generator=g) * mask
     g_ent = torch.randn(T, generator=g) * mask
-    return logits, targets, g_lp, g_ent
+    return tuple(x.to(device) for x in (logits, targets, g_lp, g_ent))
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_matches_float64_reference(backend, dtype, temperature, reference, poison, small_triton_blocks):
-    logits, targets, g_lp, g_ent = _inputs(dtype, seed=len(backend) * 100 + int(temperature * 10) + (dtype == torch.bfloat16))
+def test_matches_float64_reference(backend, dtype, temperature, device, reference, poison, small_triton_blocks):
+    seed = len(backend) * 100 + int(temperature * 10) + (dtype == torch.bfloat16)
+    logits, targets, g_lp, g_ent = _inputs(dtype, seed, device)
     logits.requires_grad_(True)
     lp, ent = vocab_parallel_logprobs(logits, targets, temperature=temperature, backend=backend,
                                       token_chunk=16, vocab_chunk=128)
@@ -42,8 +43,8 @@ def test_matches_float64_reference(backend, dtype, temperature, reference, poiso
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_one_grad_unused_and_default_chunks(backend, reference):
-    logits, targets, g_lp, _ = _inputs(torch.float32, seed=5)
+def test_one_grad_unused_and_default_chunks(backend, device, reference):
+    logits, targets, g_lp, _ = _inputs(torch.float32, 5, device)
     logits.requires_grad_(True)
     lp, _ = vocab_parallel_logprobs(logits, targets, backend=backend)
     (grad,) = torch.autograd.grad(lp, logits, g_lp)
@@ -53,11 +54,11 @@ def test_one_grad_unused_and_default_chunks(backend, reference):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_peaked_and_extreme_logits_keep_invariants(backend, reference):
-    logits = torch.full((4, V), -30.0)
+def test_peaked_and_extreme_logits_keep_invariants(backend, device, reference):
+    logits = torch.full((4, V), -30.0, device=device)
     logits[:, 7] = 40.0  # nearly one-hot: entropy ~ 0, target logprob ~ 0 or ~ -70
     logits[2] = 0.0  # uniform: entropy = log V
-    targets = torch.tensor([7, 8, 9, 7])
+    targets = torch.tensor([7, 8, 9, 7], device=device)
     lp, ent = vocab_parallel_logprobs(logits, targets, backend=backend)
     ref_lp, ref_ent = reference(logits, targets)
     assert (lp <= 0).all() and (ent >= 0).all()
@@ -66,9 +67,9 @@ def test_peaked_and_extreme_logits_keep_invariants(backend, reference):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_non_contiguous_inputs_are_handled(backend, reference):
-    logits, targets, _, _ = _inputs(torch.float32, seed=3)
-    wide = torch.randn(T, V + 20)
+def test_non_contiguous_inputs_are_handled(backend, device, reference):
+    logits, targets, _, _ = _inputs(torch.float32, 3, device)
+    wide = torch.randn(T, V + 20, device=device)
     wide[:, 5:V + 5] = logits
     row_strided = wide[:, 5:V + 5]
     col_strided = logits.t().contiguous().t()
