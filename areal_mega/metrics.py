@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from areal_mega.jsonl import JsonlError, iter_jsonl
+
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+_ROW_SHAPE = "a row must be a JSON object with an integer 'step'"
 
 
 @dataclass
@@ -152,20 +155,15 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """All rows of a metrics.jsonl file; a malformed line raises ValueError naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not a JSON object: {e.msg}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
-                raise ValueError(f"{path}:{lineno}: a row must be a JSON object with an integer 'step'")
-            rows.append(row)
-    return rows
+    """All rows of a metrics.jsonl file; a malformed line raises JsonlError (a ValueError) naming file and line."""
+    try:
+        numbered = list(iter_jsonl(path))
+    except JsonlError as e:
+        raise JsonlError(f"{e} ({_ROW_SHAPE})") from None
+    for lineno, row in numbered:
+        if not isinstance(row.get("step"), int):
+            raise JsonlError(f"{path}:{lineno}: {_ROW_SHAPE}")
+    return [row for _, row in numbered]
 
 
 @contextlib.contextmanager

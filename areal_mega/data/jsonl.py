@@ -6,18 +6,19 @@ A malformed line raises DataError naming `path:line` and what is wrong.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from areal_mega.jsonl import JsonlError, iter_jsonl
 
 DATA_DIR_ENV = "AREAL_MEGA_DATA_DIR"
 KNOWN_SETS = ("math500", "aime24", "amc23", "deepscaler_train")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class DataError(ValueError):
-    """A data file problem; the message starts with `path:line`."""
+class DataError(JsonlError):
+    """A data file problem; the message starts with `path:line` (or `path:` for the whole file)."""
 
 
 @dataclass(frozen=True)
@@ -70,20 +71,15 @@ def load_jsonl(
         hint = f" (data folder {data_dir()}; set {DATA_DIR_ENV})" if name_or_path in KNOWN_SETS else ""
         raise FileNotFoundError(f"data file not found: {path}{hint}")
     source = path.stem
+    try:
+        rows = list(iter_jsonl(path))
+    except JsonlError as e:
+        raise DataError(str(e)) from None
     records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            rid = _field(row, id_key, where) if id_key else str(lineno)
-            records.append(MathRecord(rid, _field(row, problem_key, where), _field(row, answer_key, where), source))
+    for lineno, row in rows:
+        where = f"{path}:{lineno}"
+        rid = _field(row, id_key, where) if id_key else str(lineno)
+        records.append(MathRecord(rid, _field(row, problem_key, where), _field(row, answer_key, where), source))
     if not records:
         raise DataError(f"{path}: no records")
     return records

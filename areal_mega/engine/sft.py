@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from areal_mega.jsonl import JsonlError, iter_jsonl
+
 
 def sft_loss(logprobs: torch.Tensor, entropy: torch.Tensor, fields: dict, mb, global_num_tokens: float,
              global_num_seqs: float) -> tuple[torch.Tensor, dict]:
@@ -31,20 +33,13 @@ def sft_loss(logprobs: torch.Tensor, entropy: torch.Tensor, fields: dict, mb, gl
 
 
 def read_sft_jsonl(path: str | Path) -> list[tuple[str, str]]:
-    """(prompt, response) pairs; a bad line raises ValueError naming `path:line` and the field."""
+    """(prompt, response) pairs; a bad line raises JsonlError (a ValueError) naming `path:line` and the field."""
     pairs = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-            for key in ("prompt", "response"):
-                if not isinstance(record.get(key), str) or not record[key]:
-                    raise ValueError(f"{path}:{lineno}: field '{key}' must be a non-empty string")
-            pairs.append((record["prompt"], record["response"]))
+    for lineno, record in iter_jsonl(path):
+        for key in ("prompt", "response"):
+            if not isinstance(record.get(key), str) or not record[key]:
+                raise JsonlError(f"{path}:{lineno}: field '{key}' must be a non-empty string")
+        pairs.append((record["prompt"], record["response"]))
     if not pairs:
         raise ValueError(f"{path}: no examples")
     return pairs
