@@ -14,10 +14,14 @@ reused; it therefore counts outputs and gradients too. `*_work_mb` subtracts
 the gradient outputs both paths must return (grad of logits, or of hidden and
 weight), which is the memory the algorithm itself needs.
 
-GPU (only when CUDA is present): bf16, T in {4K, 16K, 32K}, the Triton
-backend against naive torch and Liger-Kernel's fused linear cross entropy
-(when importable), timed with CUDA events, peak from
-torch.cuda.max_memory_allocated.
+GPU (instead of the CPU cases when CUDA is present): bf16, the Triton
+backend against naive torch, and for the LM head Liger-Kernel's fused linear
+cross entropy (when importable; it returns no entropy, so it does less work):
+  lm_head  T in {4K, 16K, 32K};  logits  T in {4K, 16K};  ppo_loss  4M tokens.
+Timed with CUDA events (3 repeats after a warm-up that compiles), peak from
+torch.cuda.max_memory_allocated above the inputs (outputs and grads
+included), and each path's max |logprob - float32 reference| on the same
+bf16 inputs. benchmarks/gpu_check.sh runs this on a lent GPU.
 """
 from __future__ import annotations
 
@@ -87,7 +91,7 @@ def measure_cpu(case: str, path: str, t: int, h: int) -> dict:
     fn = _path_fn(case, path, "torch")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set (VmHWM) to the current one
-    base = status_kb("VmRSS:")
+    base = status_kb("VmRSS")
     start = time.perf_counter()
     lp, grads = _fwd_bwd(fn, inputs, targets, g_lp, g_ent)
     seconds = time.perf_counter() - start
@@ -127,7 +131,8 @@ def _cpu(quick: bool) -> dict:
 
 
 def _gpu_time(fn, inputs, targets, g_lp, g_ent, repeats: int):
-    _fwd_bwd(fn, inputs, targets, g_lp, g_ent)  # compile / warm up
+    """(seconds per forward+backward, peak MB above the inputs), after one warm-up (Triton compiles there)."""
+    _fwd_bwd(fn, inputs, targets, g_lp, g_ent)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -140,32 +145,99 @@ def _gpu_time(fn, inputs, targets, g_lp, g_ent, repeats: int):
     return start.elapsed_time(end) / 1e3 / repeats, (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def _fp32_reference(case: str, inputs, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 logprobs and entropy of the same (bf16) inputs, 1024 tokens at a time."""
+    lps, ents = [], []
+    with torch.no_grad():
+        for t0 in range(0, targets.shape[0], 1024):
+            if case == "lm_head":
+                logits = inputs[0][t0:t0 + 1024].float() @ inputs[1].float().t()
+            else:
+                logits = inputs[0][t0:t0 + 1024].float()
+            lp, ent = _naive_logits(logits, targets[t0:t0 + 1024])
+            lps.append(lp)
+            ents.append(ent)
+    return torch.cat(lps), torch.cat(ents)
+
+
+def _gpu_paths(case: str) -> list[str]:
+    """naive and fused always; Liger's fused linear cross entropy for the LM head where it imports."""
+    paths = ["naive", "fused"]
+    if case == "lm_head":
+        try:
+            import liger_kernel  # noqa: F401
+            paths.append("liger")
+        except ImportError:
+            pass
+    return paths
+
+
+def _gpu_case(figures: dict, case: str, t: int) -> None:
+    inputs, targets, g_lp, g_ent = _case_inputs(case, t, H, torch.bfloat16, "cuda")
+    ref_lp, ref_ent = _fp32_reference(case, inputs, targets)
+    for path in _gpu_paths(case):
+        key = f"gpu_{case}_T{t}_{path}"
+        fn = _path_fn(case, path, "triton")
+        try:
+            lp, ent = fn(*inputs, targets)
+            figures[f"{key}_max_dlogprob"] = (lp.float() - ref_lp).abs().max().item()
+            if ent is not None:
+                figures[f"{key}_max_dentropy"] = (ent.float() - ref_ent).abs().max().item()
+            del lp, ent
+            seconds, peak = _gpu_time(fn, inputs, targets, g_lp, g_ent, repeats=3)
+            figures.update({f"{key}_s": seconds, f"{key}_peak_mb": peak})
+        except torch.OutOfMemoryError:
+            figures[f"{key}_s"] = "oom"
+        except Exception as e:  # a baseline that fails is recorded, not fatal
+            figures[f"{key}_s"] = f"error: {type(e).__name__}: {str(e)[:200]}"
+        torch.cuda.empty_cache()
+    naive, fused = figures.get(f"gpu_{case}_T{t}_naive_s"), figures.get(f"gpu_{case}_T{t}_fused_s")
+    if isinstance(naive, float) and isinstance(fused, float):
+        figures[f"gpu_{case}_T{t}_speedup_vs_torch"] = naive / fused
+    liger = figures.get(f"gpu_{case}_T{t}_liger_s")
+    if isinstance(liger, float) and isinstance(fused, float):
+        figures[f"gpu_{case}_T{t}_speedup_vs_liger"] = liger / fused
+    figures[f"gpu_{case}_T{t}_full_logits_bf16_mb"] = t * V * 2 / 2**20
+
+
+def _gpu_ppo(figures: dict, t: int) -> None:
+    """ppo_loss forward+backward, Triton vs the torch backend, on [t] float32 tokens."""
+    from areal_mega.kernels import ppo_loss
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    old = -4 * torch.rand(t, device="cuda", generator=g)
+    lp = (old + 0.3 * torch.randn(t, device="cuda", generator=g)).requires_grad_(True)
+    ref, adv = old + 0.2 * torch.randn(t, device="cuda", generator=g), torch.randn(t, device="cuda", generator=g)
+    mask = torch.rand(t, device="cuda", generator=g) > 0.2
+    for backend in ("torch", "triton"):
+        def step():
+            loss, _ = ppo_loss(lp, old, adv, mask, eps_clip_high=0.28, dual_clip=3.0, ref_logprobs=ref, kl_coef=0.01,
+                               backend=backend)
+            return torch.autograd.grad(loss, lp)
+        step()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            step()
+        end.record()
+        torch.cuda.synchronize()
+        figures[f"gpu_ppo_T{t}_{backend}_s"] = start.elapsed_time(end) / 1e3 / 10
+    figures[f"gpu_ppo_T{t}_speedup_vs_torch"] = figures[f"gpu_ppo_T{t}_torch_s"] / figures[f"gpu_ppo_T{t}_triton_s"]
+
+
 def _gpu(quick: bool) -> dict:
-    try:
-        import liger_kernel  # noqa: F401
-        paths = ["naive", "fused", "liger"]
-    except ImportError:
-        paths = ["naive", "fused"]
-    figures = {"gpu_H": H, "gpu_dtype": "bfloat16", "gpu_liger": "liger" in paths}
+    """bf16 forward+backward on CUDA: time, peak memory above the inputs, and max |error| vs float32."""
+    figures = {"gpu_H": H, "gpu_V": V, "gpu_dtype": "bfloat16", "gpu_triton_interpret": os.environ.get(
+        "TRITON_INTERPRET", "0")}
     for t in ([4096] if quick else [4096, 16384, 32768]):
-        inputs, targets, g_lp, g_ent = _case_inputs("lm_head", t, H, torch.bfloat16, "cuda")
-        for path in paths:
-            key = f"gpu_lm_head_T{t}_{path}"
-            try:
-                seconds, peak = _gpu_time(_path_fn("lm_head", path, "triton"), inputs, targets, g_lp, g_ent,
-                                          repeats=3)
-                figures.update({f"{key}_s": seconds, f"{key}_peak_mb": peak})
-            except torch.OutOfMemoryError:
-                figures[f"{key}_s"] = "oom"
-            torch.cuda.empty_cache()
-        if isinstance(figures.get(f"gpu_lm_head_T{t}_naive_s"), float):
-            figures[f"gpu_lm_head_T{t}_speedup_vs_torch"] = (figures[f"gpu_lm_head_T{t}_naive_s"]
-                                                             / figures[f"gpu_lm_head_T{t}_fused_s"])
-        del inputs
+        _gpu_case(figures, "lm_head", t)
+    for t in ([4096] if quick else [4096, 16384]):
+        _gpu_case(figures, "logits", t)
+    _gpu_ppo(figures, 1 << 16 if quick else 1 << 22)
     return figures
 
 
 def main(quick: bool) -> dict:
-    figures = _gpu(quick) if torch.cuda.is_available() else {"gpu": "not run (no CUDA device)"}
-    figures.update(_cpu(quick))
-    return figures
+    """The GPU figures on a CUDA machine, the CPU figures elsewhere (each is recorded where it was measured)."""
+    return _gpu(quick) if torch.cuda.is_available() else _cpu(quick)

@@ -22,7 +22,7 @@ def test_layouts_match_transformers_and_each_other(arch_fixture, request, tmp_pa
     for tp, pp, dp in [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)]:
         nproc = tp * pp * dp
         results = torchrun(WORKER, nproc, ["--model", str(model_dir), "--tp", str(tp), "--pp", str(pp),
-                                           "--temperature", "0.7"], tmp_path / f"{tp}x{pp}x{dp}")
+                                           "--temperature", "0.7", "--dtype", "fp32"], tmp_path / f"{tp}x{pp}x{dp}")
         for r in results:
             assert r["max_dlogprob"] <= 1e-4, (tp, pp, dp, r["max_dlogprob"])
             assert r["max_dlogprob_unpacked"] <= 1e-5, (tp, pp, dp, r["max_dlogprob_unpacked"])

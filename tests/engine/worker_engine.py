@@ -52,6 +52,7 @@ def main():
     ap.add_argument("--tp", type=int, default=1)
     ap.add_argument("--pp", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--dtype", default="auto", help="engine.dtype: auto, fp32 or bf16")
     ap.add_argument("--export", default="")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -61,6 +62,7 @@ def main():
         parallel=ParallelConfig(tp=args.tp, pp=args.pp),
         optimizer=OptimizerConfig(lr=1e-3, eps=1e-3, weight_decay=0.0, clip_grad=1e9, distributed_optimizer=True),
         max_tokens_per_micro_batch=64,
+        dtype=args.dtype,
     )
     engine = Engine(cfg)
     vocab = engine.dims.vocab_size
