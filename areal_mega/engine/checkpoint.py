@@ -16,10 +16,17 @@ the save hangs on gloo. So each rank writes what it holds:
 A rank file holds: `model` (this stage's TP shard, `GPTModel.state_dict()`),
 `optimizer` (per chained optimizer: its `state_dict()` and, for the
 DistributedOptimizer, this DP rank's main params + Adam moments by parameter
-name), `scheduler`, `engine_steps` and `rng` (python, numpy, torch CPU, CUDA
-when present, Megatron's model-parallel RNG tracker). Loading needs the same
-TP x PP x DP layout; to change the layout, export to HF
-(`python -m areal_mega.models.convert --to-hf`) and load that at the new one.
+name, each with its [start, end) range in the flattened parameter),
+`scheduler`, `engine_steps` and `rng` (python, numpy, torch CPU, CUDA when
+present, Megatron's model-parallel RNG tracker).
+
+Loading needs the same TP x PP layout but not the same DP size (the number of
+nodes may change between runs): model weights are the same on every DP rank,
+and each rank assembles its new range of the distributed optimizer's state
+from the saved ranges of all DP files of its (tp, pp) (memory-mapped, so only
+the needed slices are read). RNG states come from the file of DP rank
+`dp % saved_dp`. To change TP or PP, export to HF
+(`python -m areal_mega.models.convert --to-hf`) and load that at the new layout.
 
 A checkpoint is written to `step_N.tmp` and renamed to `step_N` once every
 rank's file is on disk, so a crash mid-save leaves only a `.tmp` directory,
@@ -84,8 +91,18 @@ def _chained(optimizer) -> list:
     return list(getattr(optimizer, "chained_optimizers", [optimizer]))
 
 
+def _param_range(opt, param) -> tuple[int, int]:
+    """[start, end) of the flattened `param` that this DP rank's DistributedOptimizer owns."""
+    r = opt._get_model_param_range_map(param)["param"]
+    return r.start, r.end
+
+
 def _optimizer_state(engine) -> list[dict]:
-    """Per chained optimizer: its state_dict and, if distributed, this rank's param state by name."""
+    """Per chained optimizer: its state_dict and, if distributed, this rank's param state by name.
+
+    param_state[name] = {"range": (start, end), "param": [end - start] float32 main param,
+    "exp_avg": ..., "exp_avg_sq": ...} (the flattened parameter's slice this DP rank owns).
+    """
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
     names = {p: n for n, p in engine.gpt.named_parameters()}
@@ -94,21 +111,56 @@ def _optimizer_state(engine) -> list[dict]:
         entry = {"state_dict": opt.state_dict()}
         if isinstance(opt, DistributedOptimizer):
             entry["param_state"] = {
-                names[p]: {k: v.detach().clone() for k, v in opt._get_main_param_and_optimizer_states(p).items()}
+                names[p]: {"range": _param_range(opt, p),
+                           **{k: v.detach().clone() for k, v in opt._get_main_param_and_optimizer_states(p).items()}}
                 for p in opt.model_param_group_index_map
             }
         out.append(entry)
     return out
 
 
-def _load_optimizer_state(engine, saved: list[dict]) -> None:
+def _reshard_param_state(opt, names: dict, shards: list[list[dict]], index: int) -> dict:
+    """This DP rank's param state of chained optimizer `index`, cut from every saved DP rank's slices.
+
+    shards: per saved DP rank, its list of optimizer entries (as `_optimizer_state` wrote them).
+    """
+    out = {}
+    for p in opt.model_param_group_index_map:
+        name = names[p]
+        start, end = _param_range(opt, p)
+        mine = None
+        for saved in shards:
+            piece = saved[index]["param_state"].get(name)
+            if piece is None:
+                continue
+            s, e = piece["range"]
+            lo, hi = max(s, start), min(e, end)
+            if lo >= hi:
+                continue
+            if mine is None:  # 0-d entries (Adam's `step`) are the same on every rank: taken whole
+                mine = {k: v.clone() if v.dim() == 0 else torch.empty(end - start, dtype=v.dtype)
+                        for k, v in piece.items() if k != "range"}
+                covered = 0
+            for k, v in mine.items():
+                if v.dim():
+                    v[lo - start:hi - start] = piece[k][lo - s:hi - s]
+            covered += hi - lo
+        if mine is None or covered != end - start:
+            raise ValueError(f"checkpoint: the saved DP shards do not cover {name}[{start}:{end}]")
+        out[name] = mine
+    return out
+
+
+def _load_optimizer_state(engine, saved: list[dict], dp_shards: list[list[dict]] | None = None) -> None:
+    """Restore the optimizer; `dp_shards` (every saved DP rank's entries) when the DP size changed."""
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
     params = dict(engine.gpt.named_parameters())
+    names = {p: n for n, p in params.items()}
     chained = _chained(engine.optimizer)
     if len(saved) != len(chained):
         raise ValueError(f"checkpoint has {len(saved)} optimizers, the engine {len(chained)}")
-    for opt, entry in zip(chained, saved):
+    for index, (opt, entry) in enumerate(zip(chained, saved)):
         opt.load_state_dict(entry["state_dict"])
         if isinstance(opt, DistributedOptimizer):
             # megatron-core 0.16.1 (no apex/TE) gives every parameter's Adam state the SAME
@@ -117,9 +169,11 @@ def _load_optimizer_state(engine, saved: list[dict]) -> None:
             for param_state in opt.optimizer.state.values():
                 if torch.is_tensor(param_state.get("step")):
                     param_state["step"] = param_state["step"].clone()
-            with torch.no_grad():
-                for name, tensors in entry["param_state"].items():
-                    opt._set_main_param_and_optimizer_states(params[name], tensors)
+            mine = entry["param_state"] if dp_shards is None else _reshard_param_state(opt, names, dp_shards, index)
+            with torch.no_grad():  # copies into the optimizer's own tensors (device and dtype kept)
+                for name, tensors in mine.items():
+                    opt._set_main_param_and_optimizer_states(
+                        params[name], {k: v for k, v in tensors.items() if k != "range"})
 
 
 def save_checkpoint(engine, ckpt_root: str | Path, step: int, extra: dict | None = None, keep_last: int = 3) -> Path:
@@ -150,7 +204,7 @@ def save_checkpoint(engine, ckpt_root: str | Path, step: int, extra: dict | None
     if rank == 0:
         torch.save(extra or {}, tmp / "extra.pt")
         meta = {"step": step, "layout": _layout(engine), "model_path": str(engine.cfg.model_path),
-                "dims": engine.dims.__dict__, "format": "areal_mega per-rank torch.save v1"}
+                "dims": engine.dims.__dict__, "format": "areal_mega per-rank torch.save v2"}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -190,8 +244,9 @@ def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
 def load_checkpoint(engine, ckpt_root: str | Path) -> dict | None:
     """Every rank calls this. Restores the latest complete checkpoint; returns its `extra` (None if none).
 
-    Raises ValueError naming `parallel.tp` / `parallel.pp` when the saved layout
-    differs from the engine's, and FileNotFoundError naming the missing rank file.
+    The DP size may differ from the saved one (see the module docstring). Raises
+    ValueError naming `parallel.tp` / `parallel.pp` when those differ, and
+    FileNotFoundError naming a missing rank file.
     """
     ckpt_root = Path(ckpt_root)
     box = [str(latest_checkpoint(ckpt_root) or "") if dist.get_rank() == 0 else None]
@@ -201,20 +256,26 @@ def load_checkpoint(engine, ckpt_root: str | Path) -> dict | None:
     path = Path(box[0])
     meta = json.loads((path / "meta.json").read_text())
     saved, mine = meta["layout"], _layout(engine)
-    if saved != mine:
+    if (saved["tp"], saved["pp"]) != (mine["tp"], mine["pp"]):
         raise ValueError(
             f"{path}: saved with parallel.tp={saved['tp']} parallel.pp={saved['pp']} dp={saved['dp']} "
             f"(world size {saved['world_size']}), this job has parallel.tp={mine['tp']} parallel.pp={mine['pp']} "
-            f"dp={mine['dp']} (world size {mine['world_size']}); convert through HF to change the layout"
+            f"dp={mine['dp']} (world size {mine['world_size']}); convert through HF to change TP or PP"
         )
-    rank_file = path / _rank_file(engine)
-    if not rank_file.is_file():
-        raise FileNotFoundError(f"{path}: missing {rank_file.name} (an incomplete checkpoint)")
-    state = torch.load(rank_file, map_location="cpu", weights_only=False)
+    t = engine.topo
+    files = [path / f"rank{t.tp_rank}_{t.pp_rank}_{d}.pt" for d in range(saved["dp"])]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{path}: missing {f.name} (an incomplete checkpoint)")
+    resharded = saved["dp"] != mine["dp"]
+    state = torch.load(files[t.dp_rank % saved["dp"]], map_location="cpu", weights_only=False, mmap=True)
     with torch.no_grad():
         engine.gpt.load_state_dict(state["model"])
     if engine.trainable and state["optimizer"] is not None:
-        _load_optimizer_state(engine, state["optimizer"])
+        dp_shards = None
+        if resharded:
+            dp_shards = [torch.load(f, map_location="cpu", weights_only=False, mmap=True)["optimizer"] for f in files]
+        _load_optimizer_state(engine, state["optimizer"], dp_shards)
     if engine.scheduler is not None and state["scheduler"] is not None:
         engine.scheduler.load_state_dict(state["scheduler"])
     engine.steps = state["engine_steps"]
