@@ -1,6 +1,13 @@
-"""Checkpoint and resume of the RL loop: 4 straight steps == 2 steps + stop + resume + 2 steps; SIGTERM saves."""
+"""Checkpoint and resume of the RL loop: 4 straight steps == 2 steps + stop + resume + 2 steps; SIGTERM saves.
+
+The straight run is also compared with golden metrics, tests/assets/losses/rl_quickstart_tp2.json.
+After an intended change of the numbers, regenerate that file (the test then writes it instead of comparing):
+    AREAL_MEGA_UPDATE_GOLDEN=1 TRITON_INTERPRET=1 OMP_NUM_THREADS=1 \\
+        python -m pytest -p no:cacheprovider tests/trainer/test_resume.py -k continues
+"""
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -8,23 +15,33 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from areal_mega.platform.device import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = ["reward/mean", "response_length/mean", "train/loss", "train/grad_norm", "train/entropy",
         "train/approx_kl", "kl_reward", "logprob_diff_abs_mean"]
+CONFIG = "configs/quickstart/rl.yaml"
+GOLDEN = REPO / "tests/assets/losses/rl_quickstart_tp2.json"
+# Runs on one machine repeat bit for bit. Forcing other CPU kernels (ATEN_CPU_CAPABILITY=avx2 / default
+# against the AVX512 golden) moved loss and grad_norm by <= 3e-7 relative and the noise-level metrics
+# (approx_kl ~1e-14, logprob_diff_abs_mean ~2e-7, kl_reward) by <= 8e-8 absolute; samples did not change.
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def _overrides(steps):
+    # adv_norm=none with a KL term: advantages are the (nonzero) reward-to-go even
+    # when an untrained model gets every answer wrong, so every step moves the weights
+    return [f"trainer.stages=[{{max_new_tokens: 16, steps: {steps}}}]", "trainer.eval_samples=8",
+            "trainer.eval_every=0", "trainer.export_hf=false", "algo.adv_norm=none", "algo.kl_coef=0.01",
+            "data.batch_size=4", "rollout.n_samples=2"]
 
 
 def _cmd(model_dir, run_dir, steps):
-    # adv_norm=none with a KL term: advantages are the (nonzero) reward-to-go even
-    # when an untrained model gets every answer wrong, so every step moves the weights
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-            f"--master-port={free_port()}", "-m", "areal_mega.train", "--config",
-            str(REPO / "configs/quickstart/rl.yaml"), f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}",
-            f"trainer.stages=[{{max_new_tokens: 16, steps: {steps}}}]", "trainer.eval_samples=8",
-            "trainer.eval_every=0", "trainer.export_hf=false", "algo.adv_norm=none", "algo.kl_coef=0.01",
-            "data.batch_size=4", "rollout.n_samples=2"]
+            f"--master-port={free_port()}", "-m", "areal_mega.train", "--config", str(REPO / CONFIG),
+            f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}", *_overrides(steps)]
 
 
 def _run(cmd):
@@ -51,6 +68,33 @@ def test_resume_continues_the_same_run(model_dir, tmp_path):
         for key in KEYS:
             assert resumed[step][key] == pytest.approx(straight[step][key], rel=1e-6, abs=1e-6), (step, key)
     assert resumed[4]["weight_version"] == straight[4]["weight_version"] == 4
+    _check_golden({step: {key: row[key] for key in KEYS} for step, row in straight.items()}, _overrides(4))
+
+
+def _check_golden(actual: dict, overrides: list[str]) -> None:
+    """The straight run's KEYS metrics `{step: {key: value}}` against GOLDEN (written there instead
+    when AREAL_MEGA_UPDATE_GOLDEN=1)."""
+    if os.environ.get("AREAL_MEGA_UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(json.dumps({
+            "note": "Metrics of the straight 4-step run in tests/trainer/test_resume.py (tiny quickstart model from "
+                    "launch/make_tiny_model.py, seed 0; TP=2 on CPU, OMP_NUM_THREADS=1). Regenerate after an "
+                    "intended change of the numbers: AREAL_MEGA_UPDATE_GOLDEN=1 TRITON_INTERPRET=1 OMP_NUM_THREADS=1 "
+                    "python -m pytest -p no:cacheprovider tests/trainer/test_resume.py -k continues",
+            "generated_with": {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(),
+                               "machine": platform.machine()},
+            "config": CONFIG, "overrides": overrides,
+            "steps": {str(step): row for step, row in sorted(actual.items())},
+        }, indent=2) + "\n")
+        return
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["config"] == CONFIG and golden["overrides"] == overrides, \
+        f"the run differs from the one {GOLDEN.name} was made with; regenerate it (see its note)"
+    assert sorted(golden["steps"]) == sorted(str(step) for step in actual)
+    for step, row in actual.items():
+        for key in KEYS:
+            want, got = golden["steps"][str(step)][key], row[key]
+            assert got == pytest.approx(want, rel=RTOL, abs=ATOL), f"step {step} {key}: golden {want!r}, actual {got!r}"
 
 
 @pytest.mark.slow
