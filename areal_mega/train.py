@@ -18,10 +18,22 @@ from areal_mega.trainer.config import RunConfig
 from areal_mega.trainer.session import Session, sft_batch, timed
 
 
+def rollout_metrics(rollout, rewards, correct) -> dict:
+    """Reward and length figures of a rollout (rewards `[num_samples]`, correct `[num_generated]` 0/1)."""
+    lengths = [len(r) for r in rollout.response_ids]
+    return {
+        "reward/mean": float(rewards.mean()), "reward/accuracy": float(correct.mean()),
+        "response_length/mean": sum(lengths) / len(lengths), "response_length/max": max(lengths),
+        "rollout/tokens_per_s": rollout.metrics.get("gen_tokens_per_s", 0.0),
+    }
+
+
 def rl_step(s: Session, max_new_tokens: int) -> dict:
     times: dict = {}
     rollout, golds = timed(times, "rollout", s.rollout, max_new_tokens)
     rewards, correct = timed(times, "reward", s.score, rollout, golds)
+    if s.cfg.trainer.rollout_only:
+        return {**rollout_metrics(rollout, rewards, correct), **times} if s.is_controller else {}
     rollout, rewards, mask = s.prepare(rollout, rewards) if s.is_controller else (None, None, None)
     train_lp, ref_lp = timed(times, "logprobs", s.logprobs, rollout)
     batch, algo_stats = s.advantages(rollout, rewards, mask, train_lp, ref_lp) if s.is_controller else (None, {})
@@ -29,11 +41,8 @@ def rl_step(s: Session, max_new_tokens: int) -> dict:
     sync_stats = timed(times, "sync", s.sync_weights)
     if not s.is_controller:
         return {}
-    lengths = [len(r) for r in rollout.response_ids]
     return {
-        "reward/mean": float(rewards.mean()), "reward/accuracy": float(correct.mean()),
-        "response_length/mean": sum(lengths) / len(lengths), "response_length/max": max(lengths),
-        "rollout/tokens_per_s": rollout.metrics.get("gen_tokens_per_s", 0.0),
+        **rollout_metrics(rollout, rewards, correct),
         "train/tokens_per_s": sum(len(ids) for ids in batch.input_ids) / times["time/train"],
         **algo_stats, **{f"train/{k}": v for k, v in train_stats.items()}, **sync_stats, **times,
     }

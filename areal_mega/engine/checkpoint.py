@@ -108,7 +108,9 @@ def _optimizer_state(engine) -> list[dict]:
     names = {p: n for n, p in engine.gpt.named_parameters()}
     out = []
     for opt in _chained(engine.optimizer):
-        entry = {"state_dict": opt.state_dict()}
+        # before the first step there is no Adam `step` (megatron's state_dict() fails on that)
+        stepped = any("step" in st for st in opt.optimizer.state.values())
+        entry = {"state_dict": opt.state_dict() if stepped else None}
         if isinstance(opt, DistributedOptimizer):
             entry["param_state"] = {
                 names[p]: {"range": _param_range(opt, p),
@@ -161,7 +163,8 @@ def _load_optimizer_state(engine, saved: list[dict], dp_shards: list[list[dict]]
     if len(saved) != len(chained):
         raise ValueError(f"checkpoint has {len(saved)} optimizers, the engine {len(chained)}")
     for index, (opt, entry) in enumerate(zip(chained, saved)):
-        opt.load_state_dict(entry["state_dict"])
+        if entry["state_dict"] is not None:  # None: saved before the first step, nothing to restore
+            opt.load_state_dict(entry["state_dict"])
         if isinstance(opt, DistributedOptimizer):
             # megatron-core 0.16.1 (no apex/TE) gives every parameter's Adam state the SAME
             # `step` tensor on load; torch Adam then bumps it once per parameter per step and

@@ -6,6 +6,9 @@ functions convert between the two and score rollouts.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from areal_mega.engine.packing import SeqBatch
@@ -64,3 +67,31 @@ def check_staleness(rollout: RolloutBatch, weight_version: int, max_staleness: i
                 f"sample generated with weight version {v}, trainer is at {weight_version}: "
                 f"older than trainer.max_staleness={max_staleness}"
             )
+
+
+def _step_files(directory: str | Path, step: int) -> tuple[Path, Path]:
+    base = Path(directory) / f"step_{step:06d}"
+    return base.with_suffix(".json"), base.with_suffix(".answers.json")
+
+
+def save_step_rollout(directory: str | Path, step: int, rollout: RolloutBatch, answers: list[str]) -> Path:
+    """Write step `step`'s rollout (`step_N.json`, RolloutBatch.save) and its gold answer per
+    sample (`step_N.answers.json`) into `directory`, so training can replay it without servers."""
+    batch_file, answers_file = _step_files(directory, step)
+    batch_file.parent.mkdir(parents=True, exist_ok=True)
+    rollout.save(batch_file)
+    answers_file.write_text(json.dumps(answers))
+    return batch_file
+
+
+def load_step_rollout(directory: str | Path, step: int) -> tuple[RolloutBatch, list[str]]:
+    """(rollout, gold answer per sample) written by `save_step_rollout`; errors name the file."""
+    batch_file, answers_file = _step_files(directory, step)
+    for f in (batch_file, answers_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"trainer.replay_rollouts: {f} not found (the dump has no step {step})")
+    rollout = RolloutBatch.load(batch_file)
+    answers = json.loads(answers_file.read_text())
+    if not isinstance(answers, list) or len(answers) != len(rollout):
+        raise ValueError(f"{answers_file}: expected a list of {len(rollout)} answers, one per sample")
+    return rollout, [str(a) for a in answers]

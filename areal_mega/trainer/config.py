@@ -40,6 +40,10 @@ class TrainerConfig:
     eval_samples: int = 200  # held-out problems scored greedily
     max_staleness: int = 0  # weight versions a sample may lag behind the trainer
     log_every: int = 1
+    # rollout and training apart (slime's --debug-rollout-only / --debug-train-only):
+    dump_rollouts: bool = False  # save each step's rollout to run_dir/rollouts/step_N.json (+ .answers.json)
+    rollout_only: bool = False  # generate and score, never train or sync (the servers keep their weights)
+    replay_rollouts: str = ""  # a dump folder: step N trains on its step_N files; no servers are started
 
     def __post_init__(self):
         if self.mode not in ("rl", "sft"):
@@ -51,6 +55,10 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name} must be >= 0")
         if self.keep_last < 1:
             raise ValueError("trainer.keep_last must be >= 1")
+        if (self.rollout_only or self.replay_rollouts) and self.mode != "rl":
+            raise ValueError("trainer.rollout_only and trainer.replay_rollouts need trainer.mode=rl")
+        if self.rollout_only and self.replay_rollouts:
+            raise ValueError("trainer.rollout_only and trainer.replay_rollouts exclude each other")
 
 
 @dataclasses.dataclass

@@ -28,7 +28,16 @@ from areal_mega.models.tiny import load_tokenizer
 from areal_mega.platform import init_distributed, seed_everything
 from areal_mega.reward import RewardPool
 from areal_mega.rollout import GenerationClient, generate_sync, launch_servers
-from areal_mega.trainer.batch import check_staleness, drop_empty, from_padded, select, seq_batch, to_padded
+from areal_mega.trainer.batch import (
+    check_staleness,
+    drop_empty,
+    from_padded,
+    load_step_rollout,
+    save_step_rollout,
+    select,
+    seq_batch,
+    to_padded,
+)
 from areal_mega.trainer.config import RunConfig
 from areal_mega.weight_sync import broadcast_weights, init_weight_update_group
 
@@ -47,6 +56,7 @@ class Session:
         self.weight_version = 0
         self.step = 0
         self.servers = self.sync_group = self.pool = self.logger = None
+        self.urls: list[str] = []
         self.ckpt_root = self.run_dir / "checkpoints"
         resumed = load_checkpoint(self.policy, self.ckpt_root) if cfg.trainer.resume else None
         self.resumed = resumed is not None
@@ -92,7 +102,7 @@ class Session:
         self.logger = MetricsLogger(self.run_dir, cfg.wandb, config=to_dict(cfg),
                                     resume_step=self.step if self.resumed else None)
         self.pool = RewardPool(cfg.reward)
-        if cfg.trainer.mode == "rl" or self.heldout.records:
+        if not cfg.trainer.replay_rollouts and (cfg.trainer.mode == "rl" or self.heldout.records):
             self._start_servers()
 
     def _start_servers(self) -> None:
@@ -172,9 +182,22 @@ class Session:
 
     # ------------------------------------------------------------ RL phases
     def rollout(self, max_new_tokens: int):
-        """Controller: sample prompts and generate n each. Returns (rollout, gold answer per sample)."""
+        """Controller: sample prompts and generate n each. Returns (rollout, gold answer per sample).
+
+        With trainer.replay_rollouts the step's saved rollout is read instead (off-policy by
+        construction, so staleness is not checked); with trainer.dump_rollouts it is saved.
+        """
         if not self.is_controller:
             return None, None
+        tc = self.cfg.trainer
+        if tc.replay_rollouts:
+            return load_step_rollout(tc.replay_rollouts, self.step)
+        rollout, answers = self._generate(max_new_tokens)
+        if tc.dump_rollouts:
+            save_step_rollout(self.run_dir / "rollouts", self.step, rollout, answers)
+        return rollout, answers
+
+    def _generate(self, max_new_tokens: int):
         rc = self.cfg.rollout
         indices = self.sampler.next_batch()
         prompts = [self.prompts.input_ids[i] for i in indices]
@@ -279,8 +302,8 @@ class Session:
         return {"sync/seconds": out["seconds"], "sync/gb_per_s": out["gb_per_s"], **lost}
 
     def evaluate(self) -> dict:
-        """Controller: greedy accuracy on the held-out problems (the quickstart's measure)."""
-        if not self.is_controller or not self.heldout.records:
+        """Controller: greedy accuracy on the held-out problems (the quickstart's measure); {} without servers."""
+        if not self.is_controller or not self.heldout.records or not self.urls:
             return {}
         params = {"temperature": 0.0, "max_new_tokens": 32, "stop_token_ids": [self.tokenizer.eos_token_id]}
         out = generate_sync(self.client(), self.heldout.input_ids, 1, params, quiet=True)
