@@ -35,12 +35,19 @@ def build_char_tokenizer(out_dir: str | Path, chars: str = CHARS):
     return load_tokenizer(out_dir)
 
 
+def _is_word_level(model_dir: Path) -> bool:
+    """True for a tokenizer.json whose model is WordLevel (ours), whatever tokenizer_class the
+    transformers version that saved it wrote (older ones: PreTrainedTokenizerFast; 5.24:
+    TokenizersBackend, which AutoTokenizer then reads as the model type's byte-level BPE)."""
+    path = model_dir / "tokenizer.json"
+    return path.is_file() and json.loads(path.read_text()).get("model", {}).get("type") == "WordLevel"
+
+
 def load_tokenizer(model_dir: str | Path):
     """Load a tokenizer saved in `model_dir` faithfully (see module docstring)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    cfg_path = Path(model_dir) / "tokenizer_config.json"
-    if cfg_path.is_file() and json.loads(cfg_path.read_text()).get("tokenizer_class") == "PreTrainedTokenizerFast":
+    if _is_word_level(Path(model_dir)):
         return PreTrainedTokenizerFast.from_pretrained(str(model_dir))
     return AutoTokenizer.from_pretrained(str(model_dir))
 
