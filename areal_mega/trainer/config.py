@@ -37,7 +37,8 @@ class TrainerConfig:
     keep_last: int = 2
     export_hf: bool = True  # HF directory at the end of training (run_dir/hf)
     eval_every: int = 0  # steps between held-out evaluations; 0 = only before and after
-    eval_samples: int = 200  # held-out problems scored greedily
+    eval_samples: int = 200  # held-out problems, one answer each
+    eval_temperature: float = 0.0  # 0: greedy; else sampled at this temperature (seeded, same seeds every eval)
     max_staleness: int = 0  # weight versions a sample may lag behind the trainer
     log_every: int = 1
     # rollout and training apart (slime's --debug-rollout-only / --debug-train-only):
@@ -53,6 +54,8 @@ class TrainerConfig:
         for name in ("save_every", "eval_every", "max_staleness", "eval_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"trainer.{name} must be >= 0")
+        if self.eval_temperature < 0:
+            raise ValueError("trainer.eval_temperature must be >= 0 (0 = greedy)")
         if self.keep_last < 1:
             raise ValueError("trainer.keep_last must be >= 1")
         if (self.rollout_only or self.replay_rollouts) and self.mode != "rl":

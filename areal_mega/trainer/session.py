@@ -302,10 +302,12 @@ class Session:
         return {"sync/seconds": out["seconds"], "sync/gb_per_s": out["gb_per_s"], **lost}
 
     def evaluate(self) -> dict:
-        """Controller: greedy accuracy on the held-out problems (the quickstart's measure); {} without servers."""
+        """Controller: accuracy on the held-out problems (the quickstart's measure), greedy or sampled at
+        trainer.eval_temperature with the same seeds every time; {} without servers."""
         if not self.is_controller or not self.heldout.records or not self.urls:
             return {}
-        params = {"temperature": 0.0, "max_new_tokens": 32, "stop_token_ids": [self.tokenizer.eos_token_id]}
+        params = {"temperature": self.cfg.trainer.eval_temperature, "max_new_tokens": 32,
+                  "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": self.cfg.engine.seed}
         out = generate_sync(self.client(), self.heldout.input_ids, 1, params, quiet=True)
         texts = self.tokenizer.batch_decode(out.response_ids, skip_special_tokens=True)
         correct = self.pool.correct(texts, [r.answer for r in self.heldout.records])

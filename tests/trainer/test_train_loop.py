@@ -19,6 +19,13 @@ def _train(config: str, overrides: list[str]):
     assert proc.returncode == 0, proc.stderr[-6000:]
 
 
+def _slope(y: list[float]) -> float:
+    """Least-squares slope of y against 0, 1, 2, ..."""
+    n = len(y)
+    t_mean, y_mean = (n - 1) / 2, sum(y) / n
+    return sum((t - t_mean) * (v - y_mean) for t, v in enumerate(y)) / sum((t - t_mean) ** 2 for t in range(n))
+
+
 def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -32,11 +39,13 @@ def test_quickstart_shortened_reward_goes_up(model_dir, tmp_path):
     nll = [r["train/nll"] for r in _rows(tmp_path / "sft" / "metrics.jsonl") if "train/nll" in r]
     assert sum(nll[-20:]) / 20 < 0.5 * sum(nll[:20]) / 20
     assert (tmp_path / "sft" / "hf" / "model.safetensors.index.json").is_file()
+    # greedy held-out accuracy after SFT: 74-100% over 6 data orders with plain HF training (sft.yaml)
+    assert json.loads((tmp_path / "sft" / "summary.json").read_text())["accuracy_after"] > 0.5
 
     _train(str(REPO / "configs/quickstart/rl.yaml"), [
         f"engine.model_path={tmp_path / 'sft' / 'hf'}", f"trainer.run_dir={tmp_path / 'rl'}",
         "trainer.stages=[{max_new_tokens: 16, steps: 40}]", "trainer.eval_samples=50", "trainer.eval_every=0",
-        "trainer.export_hf=false",
+        "trainer.export_hf=false", "engine.optimizer.lr=3.0e-4",
     ])
     steps = [r for r in _rows(tmp_path / "rl" / "metrics.jsonl") if "reward/mean" in r]
     assert [r["weight_version"] for r in steps] == list(range(1, 41))
@@ -47,7 +56,9 @@ def test_quickstart_shortened_reward_goes_up(model_dir, tmp_path):
         assert r["train/approx_kl"] < 1e-8, f"step {r['step']}: approx_kl {r['train/approx_kl']:.3g} before the update"
         assert r["train/skipped"] == 0.0 and r["train/entropy"] > 0
         assert {"time/rollout", "time/reward", "time/logprobs", "time/train", "time/sync"} <= r.keys()
+    # the least-squares slope of the mean reward (sampled at T = 1.5) over the 40 steps: measured 0.036 +- 0.008
+    # per step at lr 3e-4 (0.019 at the quickstart's 2e-4 over its first 40 steps); one step's mean moves ~0.4
     reward = [r["reward/mean"] for r in steps]
-    assert sum(reward[-10:]) / 10 > sum(reward[:10]) / 10 + 0.5, reward
+    assert _slope(reward) > 0.01, reward
     summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
     assert summary["steps"] == 40 and 0.0 <= summary["accuracy_after"] <= 1.0
