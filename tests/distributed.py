@@ -25,3 +25,16 @@ def torchrun(module: str, nproc: int, args: list[str], out_dir: Path, timeout: f
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(nproc)]
+
+
+def train_cmd(nproc: int, config: str | Path, overrides: list[str]) -> list[str]:
+    """`python -m torch.distributed.run ... -m areal_mega.train --config CONFIG OVERRIDES` on 127.0.0.1, a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1",
+            f"--master-port={free_port()}", "-m", "areal_mega.train", "--config", str(config), *overrides]
+
+
+def run_train(nproc: int, config: str | Path, overrides: list[str], timeout: float = 600) -> None:
+    """Run `train_cmd` to the end (OMP_NUM_THREADS=1); a non-zero exit fails with the end of its stderr."""
+    proc = subprocess.run(train_cmd(nproc, config, overrides), capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-6000:]

@@ -3,24 +3,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from areal_mega.platform.device import free_port
+from tests.distributed import train_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _cmd(model_dir, run_dir, steps, urls, extra=()):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "--master-addr=127.0.0.1",
-            f"--master-port={free_port()}", "-m", "areal_mega.train", "--config",
-            str(REPO / "configs/quickstart/rl.yaml"), f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}",
-            "engine.parallel.tp=1", f"trainer.stages=[{{max_new_tokens: 16, steps: {steps}}}]",
-            "trainer.eval_samples=8", "trainer.export_hf=false", "data.batch_size=8", "rollout.n_samples=4",
-            f"rollout.urls=[{','.join(urls)}]", *extra]
+    return train_cmd(1, REPO / "configs/quickstart/rl.yaml", [
+        f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}", "engine.parallel.tp=1",
+        f"trainer.stages=[{{max_new_tokens: 16, steps: {steps}}}]", "trainer.eval_samples=8", "trainer.export_hf=false",
+        "data.batch_size=8", "rollout.n_samples=4", f"rollout.urls=[{','.join(urls)}]", *extra])
 
 
 @pytest.mark.multirank

@@ -10,14 +10,13 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from areal_mega.platform.device import free_port
+from tests.distributed import run_train, train_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = ["reward/mean", "response_length/mean", "train/loss", "train/grad_norm", "train/entropy",
@@ -38,15 +37,16 @@ def _overrides(steps):
             "data.batch_size=4", "rollout.n_samples=2"]
 
 
+def _args(model_dir, run_dir, steps):
+    return [f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}", *_overrides(steps)]
+
+
 def _cmd(model_dir, run_dir, steps):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-            f"--master-port={free_port()}", "-m", "areal_mega.train", "--config", str(REPO / CONFIG),
-            f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}", *_overrides(steps)]
+    return train_cmd(2, REPO / CONFIG, _args(model_dir, run_dir, steps))
 
 
-def _run(cmd):
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-5000:]
+def _run(model_dir, run_dir, steps):
+    run_train(2, REPO / CONFIG, _args(model_dir, run_dir, steps))
 
 
 def _steps(run_dir):
@@ -57,10 +57,10 @@ def _steps(run_dir):
 @pytest.mark.slow
 @pytest.mark.multirank
 def test_resume_continues_the_same_run(model_dir, tmp_path):
-    _run(_cmd(model_dir, tmp_path / "straight", 4))
-    _run(_cmd(model_dir, tmp_path / "resumed", 2))
+    _run(model_dir, tmp_path / "straight", 4)
+    _run(model_dir, tmp_path / "resumed", 2)
     assert (tmp_path / "resumed" / "checkpoints" / "step_000002").is_dir()
-    _run(_cmd(model_dir, tmp_path / "resumed", 4))
+    _run(model_dir, tmp_path / "resumed", 4)
     straight, resumed = _steps(tmp_path / "straight"), _steps(tmp_path / "resumed")
     assert sorted(straight) == sorted(resumed) == [1, 2, 3, 4]
     assert straight[4]["train/loss"] != straight[3]["train/loss"]

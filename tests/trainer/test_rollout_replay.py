@@ -1,28 +1,22 @@
 """Rollout and training apart: dump each step's rollout, train on the dump with no servers
 (the same losses as the live run), and generate without training."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from areal_mega.platform.device import free_port
 from areal_mega.trainer.batch import load_step_rollout
+from tests.distributed import run_train
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _train(model_dir, run_dir, *overrides):
     # adv_norm=none with a KL term: every step moves the weights, so step 2 depends on step 1's update
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-           f"--master-port={free_port()}", "-m", "areal_mega.train", "--config",
-           str(REPO / "configs/quickstart/rl.yaml"), f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}",
-           "trainer.stages=[{max_new_tokens: 16, steps: 2}]", "trainer.eval_samples=8", "trainer.export_hf=false",
-           "algo.adv_norm=none", "algo.kl_coef=0.01", "data.batch_size=4", "rollout.n_samples=2", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    run_train(2, REPO / "configs/quickstart/rl.yaml", [
+        f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}", "trainer.stages=[{max_new_tokens: 16, steps: 2}]",
+        "trainer.eval_samples=8", "trainer.export_hf=false", "algo.adv_norm=none", "algo.kl_coef=0.01",
+        "data.batch_size=4", "rollout.n_samples=2", *overrides])
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r for r in rows if "reward/mean" in r}
 

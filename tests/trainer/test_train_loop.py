@@ -1,22 +1,16 @@
 """The shortened quickstart: SFT warm start through the engine, then RL at TP=2 makes the reward go up."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from areal_mega.platform.device import free_port
+from tests.distributed import run_train
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _train(config: str, overrides: list[str]):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-           f"--master-port={free_port()}", "-m", "areal_mega.train", "--config", config, *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    run_train(2, config, overrides, timeout=1200)
 
 
 def _slope(y: list[float]) -> float:
