@@ -35,6 +35,7 @@ def policy_loss(
     seq_lens: torch.Tensor | None = None,
     dp_group=None,
     backend: str = "auto",
+    behav_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped-surrogate loss (scalar float32, differentiable w.r.t. `logprobs`) and stats.
 
@@ -50,6 +51,16 @@ def policy_loss(
     kernel's clip_fraction, dual_clip_fraction, approx_kl (KL(old || new)),
     ratio_mean, ratio_max; "kl_ref" (mean KL estimate to the reference, when
     ref_logprobs is given); "ratio_cap_triggered" (1.0 when the loss was zeroed).
+
+    cfg.objective == "decoupled": `old_logprobs` are the proximal policy's
+    (recomputed by the trainer) and `behav_logprobs` the behaviour policy's
+    (the rollout's). Each token's clipped term is multiplied by
+    w = pi_prox / pi_behav (a constant), w = 0 where it exceeds
+    cfg.behav_weight_cap. Because w >= 0, w * max(-A r, -A clip(r)) =
+    max(-(wA) r, -(wA) clip(r)) (and likewise for the dual clip), so the
+    kernel runs on advantages w * A; the KL term is not weighted. Extra stats:
+    behav_weight_mean / behav_weight_max over masked tokens and
+    behav_capped_fraction.
     """
     if logprobs.dim() == 2:
         batch, length = logprobs.shape
@@ -60,13 +71,23 @@ def policy_loss(
             if t is not None and t.shape != logprobs.shape:
                 raise ValueError(f"{name}: expected shape {tuple(logprobs.shape)} like logprobs, got {tuple(t.shape)}")
         seq_lens = torch.full((batch,), length, dtype=torch.int64, device=logprobs.device)
-        flat = [None if t is None else t.reshape(-1) for t in (logprobs, old_logprobs, advantages, loss_mask, ref_logprobs)]
-        logprobs, old_logprobs, advantages, loss_mask, ref_logprobs = flat
+        if behav_logprobs is not None and behav_logprobs.shape != logprobs.shape:
+            raise ValueError(f"behav_logprobs: expected shape {tuple(logprobs.shape)} like logprobs, "
+                             f"got {tuple(behav_logprobs.shape)}")
+        flat = [None if t is None else t.reshape(-1)
+                for t in (logprobs, old_logprobs, advantages, loss_mask, ref_logprobs, behav_logprobs)]
+        logprobs, old_logprobs, advantages, loss_mask, ref_logprobs, behav_logprobs = flat
     elif logprobs.dim() != 1:
         raise ValueError(f"logprobs: expected [batch, max_response_len] or [num_tokens], got {tuple(logprobs.shape)}")
     kl_in_loss = not cfg.kl_in_reward and cfg.kl_coef != 0.0
     if kl_in_loss and ref_logprobs is None:
         raise ValueError("ref_logprobs: needed for the KL loss term (algo.kl_in_reward=false, algo.kl_coef != 0)")
+    decoupled_stats = {}
+    if cfg.objective == "decoupled":
+        if behav_logprobs is None:
+            raise ValueError("behav_logprobs: needed for algo.objective=decoupled (the rollout's log-probs)")
+        advantages, decoupled_stats = _behaviour_weighted(advantages, old_logprobs, behav_logprobs, loss_mask,
+                                                          cfg.behav_weight_cap)
     token_mean = cfg.loss_agg == "token_mean"
     loss, stats = ppo_loss(
         logprobs,
@@ -85,6 +106,7 @@ def policy_loss(
         num_global_seqs=None if token_mean else num_global_seqs,
         backend=backend,
     )
+    stats.update(decoupled_stats)
     mask = loss_mask.float()
     if ref_logprobs is not None:
         with torch.no_grad():
@@ -97,3 +119,20 @@ def policy_loss(
             loss = loss * 0.0
     stats["ratio_cap_triggered"] = torch.tensor(float(triggered))
     return loss, stats
+
+
+@torch.no_grad()
+def _behaviour_weighted(advantages, prox_logprobs, behav_logprobs, loss_mask, cap):
+    """Advantages [N] times w = exp(prox - behav) (0 above `cap`), and the weight's stats."""
+    mask = loss_mask.bool()
+    weight = torch.exp(prox_logprobs.float() - behav_logprobs.float())
+    capped = weight > cap if cap is not None else torch.zeros_like(mask)
+    weight = torch.where(capped | ~mask, 0.0, weight)
+    live = weight[mask & ~capped]
+    n = mask.sum().clamp_min(1)
+    stats = {
+        "behav_weight_mean": live.mean() if live.numel() else torch.tensor(0.0),
+        "behav_weight_max": live.max() if live.numel() else torch.tensor(0.0),
+        "behav_capped_fraction": (capped & mask).sum().float() / n,
+    }
+    return advantages.float() * weight, stats
