@@ -17,6 +17,7 @@ ADV_NORMS = ("batch", "group", "none")
 LOSS_AGGS = ("token_mean", "seq_mean_token_sum", "seq_mean_token_mean")
 OVERLONG_POLICIES = ("penalize", "mask", "none")
 OLD_LOGPROBS_SOURCES = ("rollout", "recompute")
+OBJECTIVES = ("ppo", "decoupled")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -62,6 +63,14 @@ class AlgoConfig:
         ppo_minibatches * ppo_epochs.
     reward_correct, reward_wrong: task reward of a right / wrong answer
         (+5 / -5 in AReaL v0.1; +1 / 0 in the Qwen2.5 zero recipe).
+    objective: "ppo" clips the ratio pi / pi_old; "decoupled" (asynchronous
+        RL, arXiv 2505.24298) clips against the proximal policy (the
+        trainer's recomputed log-probs, so it needs old_logprobs=recompute)
+        and weights each token by pi_prox / pi_behav from the rollout's
+        behaviour log-probs. Equal to "ppo" when pi_behav = pi_prox.
+    behav_weight_cap: the decoupled objective's cap on pi_prox / pi_behav:
+        tokens above it get weight 0 (they are too off-policy to correct);
+        None keeps every weight as it is.
     """
 
     kl_coef: float = 0.001
@@ -84,6 +93,8 @@ class AlgoConfig:
     ppo_epochs: int = 1
     reward_correct: float = 5.0
     reward_wrong: float = -5.0
+    objective: str = "ppo"
+    behav_weight_cap: Optional[float] = 5.0
 
     def __post_init__(self) -> None:
         _positive("kl_coef", self.kl_coef, allow_zero=True)
@@ -107,6 +118,13 @@ class AlgoConfig:
             raise ValueError(f"algo.max_ratio_cap: must be > 1 (or null to disable), got {self.max_ratio_cap}")
         _positive("temperature", self.temperature)
         _choice("old_logprobs", self.old_logprobs, OLD_LOGPROBS_SOURCES)
+        _choice("objective", self.objective, OBJECTIVES)
+        if self.objective == "decoupled" and self.old_logprobs != "recompute":
+            raise ValueError("algo.objective: 'decoupled' clips against the proximal policy, which the trainer "
+                             "recomputes: set algo.old_logprobs=recompute")
+        if self.behav_weight_cap is not None and not (math.isfinite(self.behav_weight_cap)
+                                                      and self.behav_weight_cap > 1.0):
+            raise ValueError(f"algo.behav_weight_cap: must be > 1 (or null to disable), got {self.behav_weight_cap}")
         for name in ("ppo_minibatches", "ppo_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"algo.{name}: must be >= 1, got {getattr(self, name)}")
