@@ -36,6 +36,8 @@ setup(
     extras_require={
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
         "gpu": ["sglang", "transformer-engine[pytorch]"],
+        # optional second answer checker (reward.checker: math_verify | both), run inside the reward workers
+        "math-verify": ["math-verify[antlr4_13_2]==0.9.0"],
         # baselines measured by benchmarks/ (TRL GRPOTrainer, HF math-verify); not needed to train
         "bench": ["trl>=1.16,<2", "psutil>=5.9", "math-verify[antlr4_13_2]==0.9.0"],
     },

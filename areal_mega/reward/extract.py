@@ -1,69 +1,178 @@
-"""Find the final answer in a model response (untrusted text).
+"""Find the final answer in a model response (untrusted text), in one of two modes.
 
-Order of preference:
-1. the content of the last `\\boxed{...}` or `\\fbox{...}` (nested braces
-   matched), or `\\boxed x` (the token after a space, up to `$`/space/end);
-2. the text after the last "the answer is" / "final answer is"
-   (case-insensitive), up to the end of that line, without a trailing period.
+`mode="reward"` (training) takes only an answer the model committed to, in
+this order:
+1. Minerva's `The final answer is $X$. I hope it is correct.` (the last one);
+2. the last `\\boxed{...}` / `\\fbox{...}` (nested braces matched) or
+   `\\boxed x`; boxes just before it that are separated from it only by
+   connectives (`,`, `;`, `and`, `or`, `\\quad`, `\\text{and}`, `$`) belong to
+   the same answer and are joined with ", " (`\\boxed{a=3}` and `\\boxed{b=4}`
+   is `a=3, b=4`);
+3. the last answer line: "the answer is", "final answer is", `Final Answer:`,
+   `**Answer:**` (bold or not, any case). The rest of that line (or the next
+   non-empty line when the rest is empty), where math in it
+   (`$..$`, `\\(..\\)`, `\\[..\\]`) is taken in preference to the words around it.
+There is deliberately no fall-back: an uncommitted response earns nothing.
 
-There is deliberately no "last number in the text" fall-back: for an RL reward
-it would credit responses that never committed to an answer.
+`mode="eval"` (benchmarks, Table 1) is the Qwen2.5-Math evaluation protocol
+as AReaL reported it: the same steps, then its fall-backs, the last math
+block (`$$..$$`, `$..$`, `\\[..\\]`, `\\(..\\)`, possibly over several lines)
+and finally the last number in the text.
 
 Everything here is a linear scan: a 1 MB response or 10,000 unbalanced braces
-costs one pass and returns None.
+costs a few passes and returns None.
 """
 from __future__ import annotations
 
 import re
 
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-_ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*", re.IGNORECASE)
+MODES = ("reward", "eval")
+_BOX = re.compile(r"\\(?:boxed|fbox)")
+_MINERVA = "final answer is $"
+_MINERVA_END = "$. I hope"
+_ANSWER_LINE = re.compile(
+    r"(?:final answer|the answer) is\b[:\s]*|(?:^|\n)[ \t#>*_]*(?:final answer|answer)[ \t*_]*[:：][ \t*_]*",
+    re.IGNORECASE,
+)
+_HOPE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+_CONNECTIVE = re.compile(
+    r"(?:\s|\$|,|;|&|\\\\|\\quad|\\qquad|\\[,;:! ]|\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b"
+    r"|\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:and|or|,|;)?\s*\})*"
+)
+_MATH_TOKEN = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)")
+_CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
+_NUMBER = re.compile(r"-?\d*\.?\d+")
+MAX_JOINED_BOXES = 10
+MAX_CONNECTIVE_CHARS = 60
 
 
-def _braced(text: str, start: int) -> str | None:
-    """Content of the brace group opening at text[start] == '{', or None if unclosed."""
+def _braced_end(text: str, start: int, stop: int) -> int | None:
+    """Index just past the brace group opening at text[start] == '{' (within text[:stop]), or None."""
     depth = 0
-    for i in range(start, len(text)):
+    for i in range(start, stop):
         ch = text[i]
         if ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[start + 1 : i]
+                return i + 1
     return None
 
 
-def _last_boxed(text: str) -> str | None:
-    pos, cmd = max((text.rfind(c), c) for c in _BOX_COMMANDS)
-    if pos < 0:
-        return None
-    i = pos + len(cmd)
-    if i < len(text) and text[i] == "{":
-        return _braced(text, i)
-    if i < len(text) and text[i] == " ":
-        rest = text[i:].lstrip(" ")
-        return re.split(r"[\s$]", rest, maxsplit=1)[0] if rest else None
+def _box_at(text: str, m: re.Match, stop: int) -> tuple[str, int] | None:
+    """(content, end) of the box command matched by `m`, looking no further than `stop`."""
+    i = m.end()
+    if i < stop and text[i] == "{":
+        end = _braced_end(text, i, stop)
+        return (text[i + 1 : end - 1], end) if end is not None else None
+    if i < stop and text[i] == " ":
+        rest = text[i:stop].lstrip(" ")
+        token = re.split(r"[\s$]", rest, maxsplit=1)[0] if rest else ""
+        return (token, stop - len(rest) + len(token)) if token else None
     return None
 
 
-def _after_answer_is(text: str) -> str | None:
-    last = None
-    for last in _ANSWER_IS.finditer(text):
-        pass
-    if last is None:
+def _boxed(text: str) -> str | None:
+    """The last box, joined with the boxes before it that only connectives separate from it."""
+    starts = list(_BOX.finditer(text))
+    if not starts:
         return None
-    line = text[last.end() :].split("\n", 1)[0].strip()
-    line = line.strip("$ ").rstrip(".").strip("$ ")
+    parts, stop = [], len(text)
+    for k in range(len(starts) - 1, max(-1, len(starts) - 1 - MAX_JOINED_BOXES), -1):
+        got = _box_at(text, starts[k], stop)
+        if got is None:
+            break
+        content, end = got
+        if parts:
+            gap = text[end:stop]
+            if len(gap) > MAX_CONNECTIVE_CHARS or _CONNECTIVE.fullmatch(gap) is None:
+                break
+        if content.strip():
+            parts.append(content.strip())
+        stop = starts[k].start()
+    return ", ".join(reversed(parts)) or None
+
+
+def math_blocks(text: str) -> list[tuple[str, str]]:
+    """[(between-text, content)] of each complete math block in `text`, in order (one linear pass).
+
+    between-text is what precedes the block since the previous one; escaped `\\$` is not a delimiter.
+    """
+    blocks, closer, open_end, last_end = [], None, 0, 0
+    for m in _MATH_TOKEN.finditer(text):
+        tok = m.group()
+        if tok == "\\$":
+            continue
+        if closer is None:
+            if tok in _CLOSER:
+                closer, open_end, open_start = _CLOSER[tok], m.end(), m.start()
+        elif tok == closer:
+            blocks.append((text[last_end:open_start], text[open_end : m.start()]))
+            closer, last_end = None, m.end()
+    return blocks
+
+
+def _from_line(rest: str) -> str | None:
+    """The answer in the text after an answer phrase: its math if any, else the line's words."""
+    rest = rest.lstrip()
+    line = rest.split("\n", 1)[0].strip()
+    if not line and rest:
+        line = rest.strip().split("\n", 1)[0].strip()
+    if line.startswith(("$$", "\\[")) and not math_blocks(line):  # display math over several lines
+        blocks = math_blocks(rest[:2000])
+        if blocks:
+            return blocks[0][1].strip() or None
+    line = _HOPE.sub("", line)
+    blocks = math_blocks(line)
+    if blocks:
+        contents = [c.strip() for _, c in blocks if c.strip()]
+        if len(blocks) > 1 and all(len(b) <= MAX_CONNECTIVE_CHARS and _CONNECTIVE.fullmatch(b) for b, _ in blocks[1:]):
+            return ", ".join(contents) or None
+        return contents[0] if contents else None
+    line = line.strip("*_ ").rstrip(".").strip("*_ ")
     return line or None
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer in `text` (see module docstring), stripped; None when there is none."""
+def _minerva(text: str) -> str | None:
+    i = text.rfind(_MINERVA)
+    if i < 0:
+        return None
+    j = text.find(_MINERVA_END, i + len(_MINERVA))
+    if j < 0:
+        return None
+    return text[i + len(_MINERVA) : j].strip() or None
+
+
+def _answer_line(text: str) -> str | None:
+    last = None
+    for last in _ANSWER_LINE.finditer(text):
+        pass
+    return _from_line(text[last.end() :]) if last is not None else None
+
+
+def _last_math(text: str) -> str | None:
+    blocks = math_blocks(text)
+    return blocks[-1][1].strip() or None if blocks else None
+
+
+def _last_number(text: str) -> str | None:
+    last = None
+    for last in _NUMBER.finditer(text.replace(",", "")):
+        pass
+    return last.group() if last is not None else None
+
+
+def extract_answer(text: str, mode: str = "reward") -> str | None:
+    """The final answer in `text` under `mode` ("reward" or "eval", see module docstring); None when there is none."""
+    if mode not in MODES:
+        raise ValueError(f"extract_answer: mode must be one of {MODES}, got {mode!r}")
     if not isinstance(text, str) or not text:
         return None
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        boxed = boxed.strip()
-        return boxed or None
-    return _after_answer_is(text)
+    for find in (_minerva, _boxed, _answer_line):
+        got = find(text)
+        if got is not None:
+            return got
+    if mode == "eval":
+        return _last_math(text) or _last_number(text)
+    return None

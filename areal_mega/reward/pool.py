@@ -1,12 +1,20 @@
 """Reward checks in worker processes, each under a time limit enforced from outside.
 
-A `RewardPool` owns `num_workers` processes. The parent sends one check at a
-time to an idle worker over a pipe and waits on all pipes with a deadline; a
-worker that misses its deadline (a hung sympy call) or dies (out of memory:
-each worker runs under an address-space limit) is killed and replaced, and
-that check counts as wrong. Nothing on this path executes model output
-(see `parse.py`); responses longer than `max_response_chars` are wrong
-without being looked at.
+A `RewardPool` owns `num_workers` processes (`worker.py`, started as
+`python -m areal_mega.reward.worker`, so they never re-import the caller's
+`__main__`: plain scripts without a `__main__` guard, `python -c`,
+notebooks and torchrun ranks can all use it). The parent sends one check at
+a time to an idle worker over a socket and waits on all of them with a
+deadline; a worker that misses its deadline (a hung sympy call) or dies (out
+of memory: each worker runs under an address-space limit) is killed and
+replaced, and that check counts as wrong. Nothing on the builtin path
+executes model output (see `parse.py`); responses longer than
+`max_response_chars` are wrong without being looked at.
+
+`cfg.checker` picks the verdict: our parser ("builtin"), HF math-verify
+("math_verify", optional extra, run inside the same workers), or "both"
+(correct when either says so; `stats["disagreements"]` counts the checks
+where they differ). `cfg.mode` picks the answer extraction (`extract.py`).
 
 `math_equal` and `math_reward` use one lazily started process-wide pool with
 one worker, closed at interpreter exit.
@@ -14,53 +22,51 @@ one worker, closed at interpreter exit.
 from __future__ import annotations
 
 import atexit
-import multiprocessing as mp
 import os
+import socket
+import subprocess
+import sys
 import time
 from collections import deque
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 
 from areal_mega.reward.config import RewardConfig
 
+START_TIMEOUT_S = 120.0  # a worker imports sympy (and math-verify); on a loaded machine that can take a while
 
-def _worker_main(conn, memory_limit_mb: int) -> None:
-    """Worker loop: receive (kind, a, b), send back a bool; runs until the pipe closes."""
-    if memory_limit_mb > 0:
-        import resource
 
-        limit = memory_limit_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from areal_mega.reward.equal import equal_unguarded
-    from areal_mega.reward.extract import extract_answer
-
-    conn.send("ready")
-    while True:
-        try:
-            kind, a, b = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            pred = extract_answer(a) if kind == "response" else a
-            ok = equal_unguarded(pred, b)
-        except (MemoryError, RecursionError, ValueError, TypeError, ArithmeticError, AttributeError):
-            ok = False
-        conn.send(bool(ok))
+def _package_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class _Worker:
-    def __init__(self, ctx, memory_limit_mb: int):
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit_mb), daemon=True)
-        self.proc.start()
-        child.close()
+    """A `python -m areal_mega.reward.worker` process and the parent's end of its socket pair."""
+
+    def __init__(self, memory_limit_mb: int, checker: str):
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH", "")) if p)
+        env["OMP_NUM_THREADS"] = "1"
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "areal_mega.reward.worker", str(child.fileno()), str(memory_limit_mb), checker],
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True,
+            )
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+        self.started = time.monotonic()
         self.ready = False
         self.task: int | None = None
         self.deadline = 0.0
 
     def kill(self) -> None:
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(timeout=5)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
         self.conn.close()
 
 
@@ -69,9 +75,8 @@ class RewardPool:
 
     def __init__(self, cfg: RewardConfig | None = None):
         self.cfg = cfg or RewardConfig()
-        self._ctx = mp.get_context(self.cfg.start_method)
-        self._workers = [_Worker(self._ctx, self.cfg.memory_limit_mb) for _ in range(self.cfg.num_workers)]
-        self.stats = {"checks": 0, "timeouts": 0, "crashes": 0, "too_long": 0}
+        self._workers = [self._new_worker() for _ in range(self.cfg.num_workers)]
+        self.stats = {"checks": 0, "timeouts": 0, "crashes": 0, "too_long": 0, "disagreements": 0}
         self._failed_starts = 0
 
     def __enter__(self):
@@ -85,15 +90,26 @@ class RewardPool:
             w.kill()
         self._workers = []
 
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.cfg.memory_limit_mb, self.cfg.checker)
+
     def _replace(self, w: _Worker) -> None:
         if not w.ready:
             self._failed_starts += 1
             if self._failed_starts > 3 * len(self._workers):
                 raise RuntimeError("reward workers keep dying before they are ready (memory_limit_mb too low?)")
         w.kill()
-        self._workers[self._workers.index(w)] = _Worker(self._ctx, self.cfg.memory_limit_mb)
+        self._workers[self._workers.index(w)] = self._new_worker()
 
-    def _run(self, tasks: list[tuple[str, str, str]], timeout: float) -> list[bool]:
+    def _verdict(self, ours: bool | None, mv: bool | None) -> bool:
+        if self.cfg.checker == "builtin":
+            return bool(ours)
+        if self.cfg.checker == "math_verify":
+            return bool(mv)
+        self.stats["disagreements"] += bool(ours) != bool(mv)
+        return bool(ours) or bool(mv)
+
+    def _run(self, tasks: list[tuple[str, str | None, str]], timeout: float) -> list[bool]:
         """Results of `tasks` [(kind, a, b)] in order; a check past `timeout` seconds or crashing is False."""
         if not self._workers:
             raise RuntimeError("RewardPool is closed")
@@ -104,15 +120,15 @@ class RewardPool:
             for w in list(self._workers):
                 if w.ready and w.task is None and pending:
                     try:
-                        w.conn.send(tasks[pending[0]])
+                        w.conn.send((*tasks[pending[0]], self.cfg.mode))
                     except (BrokenPipeError, OSError):  # died while idle: the task never ran
                         self.stats["crashes"] += 1
                         self._replace(w)
                         continue
                     w.task = pending.popleft()
                     w.deadline = now + timeout
-            busy = [w for w in self._workers if w.task is not None]
-            deadlines = [w.deadline for w in busy]
+            deadlines = [w.deadline for w in self._workers if w.task is not None]
+            deadlines += [w.started + START_TIMEOUT_S for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else 1.0
             ready = wait([w.conn for w in self._workers], timeout=wait_s)
             for w in list(self._workers):
@@ -126,11 +142,14 @@ class RewardPool:
                         w.ready = True
                         self._failed_starts = 0
                     elif w.task is not None:
-                        results[w.task] = msg
+                        results[w.task] = self._verdict(*msg)
                         w.task = None
                         self.stats["checks"] += 1
                 elif w.task is not None and time.monotonic() > w.deadline:
                     self._finish_failed(w, results, "timeouts")
+                elif not w.ready and time.monotonic() > w.started + START_TIMEOUT_S:
+                    raise RuntimeError(f"a reward worker did not start within {START_TIMEOUT_S:.0f} s "
+                                       f"(command: {' '.join(w.proc.args)})")
         return results
 
     def _finish_failed(self, w: _Worker, results: list[bool], reason: str) -> None:
@@ -160,9 +179,9 @@ class RewardPool:
             out[i] = ok
         return out
 
-    def score(self, responses: list[str], golds: list[str]) -> list[float]:
-        """Rewards: cfg.correct_reward or cfg.wrong_reward per response, [len(responses)] floats."""
-        return [self.cfg.correct_reward if ok else self.cfg.wrong_reward for ok in self.correct(responses, golds)]
+    def score(self, responses: list[str], golds: list[str], correct: float = 5.0, wrong: float = -5.0) -> list[float]:
+        """Rewards: `correct` or `wrong` per response, [len(responses)] floats (the trainer uses algo.reward_*)."""
+        return [correct if ok else wrong for ok in self.correct(responses, golds)]
 
 
 _default: dict[int, RewardPool] = {}

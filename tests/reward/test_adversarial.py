@@ -31,7 +31,7 @@ def test_crashed_worker_is_replaced(pool):
     pool.check(["1"], ["1"])
     victim = pool._workers[0].proc
     victim.kill()
-    victim.join()
+    victim.wait()
     assert pool.check(["1", "2", "3"], ["1", "2", "4"]) == [True, True, False]
 
 
@@ -123,5 +123,7 @@ def test_config_errors_name_the_field():
         RewardConfig(num_workers=0)
     with pytest.raises(ValueError, match="reward.timeout_s"):
         RewardConfig(timeout_s=0)
-    with pytest.raises(ValueError, match="reward.start_method"):
-        RewardConfig(start_method="thread")
+    with pytest.raises(ValueError, match="reward.checker"):
+        RewardConfig(checker="sympy")
+    with pytest.raises(ValueError, match="reward.mode"):
+        RewardConfig(mode="lenient")

@@ -1,0 +1,58 @@
+"""One reward worker process: `python -m areal_mega.reward.worker FD MEMORY_MB CHECKER`.
+
+The pool (`pool.py`) starts this module as a fresh interpreter with one end
+of a socket pair inherited as file descriptor FD, rather than through
+`multiprocessing`: a spawned or forkserver child re-imports the caller's
+`__main__`, which breaks plain scripts without a `__main__` guard, `python -c`
+and notebooks. This process imports only the checker.
+
+Loop: receive `(kind, a, b, mode)` (kind "response": `a` is a whole model
+response, "answer": `a` is an answer string), send back `(builtin, math_verify)`,
+each a bool or None when that checker is not enabled. The address-space limit
+is set before anything heavy is imported, so a runaway check dies with
+MemoryError or is killed; the parent enforces the time limit.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def _limit_memory(memory_limit_mb: int) -> None:
+    if memory_limit_mb > 0:
+        import resource
+
+        limit = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def serve(fd: int, memory_limit_mb: int, checker: str) -> None:
+    """Answer checks on the connection at `fd` until it closes."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    _limit_memory(memory_limit_mb)
+    from areal_mega.reward.equal import equal_unguarded
+    from areal_mega.reward.extract import extract_answer
+
+    mv_equal = None
+    if checker in ("math_verify", "both"):
+        from areal_mega.reward.mathverify import math_verify_equal as mv_equal
+    conn.send("ready")
+    while True:
+        try:
+            kind, a, b, mode = conn.recv()
+        except (EOFError, OSError):
+            return
+        ours = mv = None
+        if checker in ("builtin", "both"):
+            try:
+                ours = bool(equal_unguarded(extract_answer(a, mode) if kind == "response" else a, b))
+            except (MemoryError, RecursionError, ValueError, TypeError, ArithmeticError, AttributeError):
+                ours = False
+        if mv_equal is not None:
+            mv = mv_equal(a, b, is_response=kind == "response")
+        conn.send((ours, mv))
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
