@@ -97,6 +97,17 @@ def _param_range(opt, param) -> tuple[int, int]:
     return r.start, r.end
 
 
+def has_stepped(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a torch optimizer (the one inside megatron's wrapper) has taken a step.
+
+    torch's Adam/AdamW keep `step` in each parameter's state; TE's and apex's
+    FusedAdam (what megatron builds when either is installed) keep it in the
+    param groups and only `exp_avg`/`exp_avg_sq` per parameter. Either counts.
+    """
+    return (any("step" in g for g in optimizer.param_groups if g["params"])
+            or any("step" in st for st in optimizer.state.values()))
+
+
 def _optimizer_state(engine) -> list[dict]:
     """Per chained optimizer: its state_dict and, if distributed, this rank's param state by name.
 
@@ -109,8 +120,7 @@ def _optimizer_state(engine) -> list[dict]:
     out = []
     for opt in _chained(engine.optimizer):
         # before the first step there is no Adam `step` (megatron's state_dict() fails on that)
-        stepped = any("step" in st for st in opt.optimizer.state.values())
-        entry = {"state_dict": opt.state_dict() if stepped else None}
+        entry = {"state_dict": opt.state_dict() if has_stepped(opt.optimizer) else None}
         if isinstance(opt, DistributedOptimizer):
             entry["param_state"] = {
                 names[p]: {"range": _param_range(opt, p),

@@ -75,3 +75,39 @@ def test_resume_at_another_dp_size_continues_the_run(save_dp, load_dp, tiny_qwen
     for name in w_straight:
         diff = (torch.tensor(w_straight[name]) - torch.tensor(w_resumed[name])).abs().max().item()
         assert diff <= 1e-5, (name, diff)
+
+
+@pytest.mark.multirank
+@pytest.mark.parametrize("distributed_optimizer", [True, False])
+def test_resume_keeps_adam_state_when_step_is_in_param_groups(distributed_optimizer, tiny_qwen2_dir, tmp_path):
+    """TE's / apex's FusedAdam keep `step` in param_groups, not per parameter: resume must
+    still restore the step count and the moments (a resume that drops either trains
+    differently: steps 3-4 would not equal the straight run's)."""
+    ckpt = tmp_path / "ckpt"
+    common = ["--model", str(tiny_qwen2_dir), "--ckpt", str(ckpt), "--steps", "4", "--fused-adam-layout"]
+    if not distributed_optimizer:
+        common.append("--no-distributed-optimizer")
+    straight = torchrun(WORKER, 1, [*common, "--save-at", "2"], tmp_path / "straight")
+    resumed = torchrun(WORKER, 1, [*common, "--resume"], tmp_path / "resumed")
+    losses_straight, losses_resumed = straight[0]["losses"][2:], resumed[0]["losses"]
+    assert len(losses_resumed) == 2
+    for a, b in zip(losses_straight, losses_resumed):
+        assert abs(a - b) <= 1e-6, (losses_straight, losses_resumed)
+    w_straight, w_resumed = _weights(straight), _weights(resumed)
+    for name in w_straight:
+        diff = (torch.tensor(w_straight[name]) - torch.tensor(w_resumed[name])).abs().max().item()
+        assert diff <= 1e-6, (name, diff)
+
+
+def test_has_stepped_reads_both_adam_layouts():
+    """torch's Adam keeps `step` per parameter, FusedAdam (stand-in) per param group."""
+    from areal_mega.engine.checkpoint import has_stepped
+    from tests.engine.fused_adam_layout import GroupStepAdam
+
+    for cls in (torch.optim.AdamW, GroupStepAdam):
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = cls([{"params": [p]}, {"params": []}], lr=0.1)
+        assert not has_stepped(opt), cls
+        p.grad = torch.ones(3)
+        opt.step()
+        assert has_stepped(opt), cls

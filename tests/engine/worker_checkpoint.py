@@ -21,6 +21,7 @@ from areal_mega.engine.config import EngineConfig, OptimizerConfig, ParallelConf
 from areal_mega.engine.engine import Engine
 from areal_mega.engine.packing import SeqBatch
 from areal_mega.platform import init_distributed, seed_everything
+from tests.engine.fused_adam_layout import use_fused_adam_layout
 from tests.engine.worker_engine import loss_fn
 
 
@@ -42,15 +43,20 @@ def main():
     ap.add_argument("--save-at", type=int, nargs="*", default=[])
     ap.add_argument("--keep-last", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--fused-adam-layout", action="store_true", help="Adam keeps `step` in param_groups (TE/apex)")
+    ap.add_argument("--no-distributed-optimizer", action="store_true")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.fused_adam_layout:
+        use_fused_adam_layout()
     init_distributed()
     seed_everything(1234)
     cfg = EngineConfig(
         model_path=args.model,
         parallel=ParallelConfig(tp=args.tp, pp=args.pp),
         optimizer=OptimizerConfig(lr=1e-2, weight_decay=0.01, warmup_fraction=0.5, total_steps=8,
-                                  lr_schedule="cosine", clip_grad=1.0),
+                                  lr_schedule="cosine", clip_grad=1.0,
+                                  distributed_optimizer=not args.no_distributed_optimizer),
         max_tokens_per_micro_batch=48,
     )
     engine = Engine(cfg)
