@@ -2,9 +2,10 @@
 
 Every rank of the job constructs the same `Engine` and calls its methods
 together. Global rank 0 is the controller: it passes the batch; the engine
-broadcasts it, gives each DP rank a token-balanced share, packs the share
-into micro-batches and runs megatron-core's pipeline schedule. Results come
-back on every rank in the batch's order.
+sends each DP rank only its token-balanced share as flat tensors
+(engine/transport.py), packs the share into micro-batches and runs
+megatron-core's pipeline schedule. Per-token results come back to rank 0
+only, in the batch's order; small stats reach every rank.
 
 Loss functions take flat per-response-token tensors of one micro-batch:
 `loss_fn(logprobs [N], entropy [N], fields {name: [N]}, mb, global_num_tokens, global_num_seqs)`
@@ -26,7 +27,8 @@ from areal_mega.engine.forward import model_inputs, output_hidden_states, respon
 from areal_mega.engine.optimizer import build_optimizer, wrap_ddp
 from areal_mega.engine.packing import MicroBatch, SeqBatch, pack, partition_balanced
 from areal_mega.engine.parallel import Topology, init_topology
-from areal_mega.models.hf_config import build_gpt_model, read_hf_dims, transformer_config, use_transformer_engine
+from areal_mega.engine.transport import DataGroups, ShareMeta, gather_to_controller, scatter_shares
+from areal_mega.models.hf_config import build_gpt_model, read_hf_dims, transformer_config
 from areal_mega.models.hf_io import iter_hf_weights, load_hf_weights
 from areal_mega.platform import device as platform_device
 
@@ -35,8 +37,21 @@ LossFn = Callable[..., tuple[torch.Tensor, dict]]
 
 @functools.lru_cache(maxsize=None)
 def _object_group():
-    """A gloo group over the whole job for Python objects (batches, results)."""
+    """A gloo group over the whole job for Python objects, flags and batch transport.
+
+    Ranks other than 0 wait in it through a whole rollout, so `Engine` sets its
+    time-out to engine.collective_timeout_s (hours); a rank that dies makes the
+    others' pending call fail at once (gloo: "Connection closed by peer").
+    """
     return dist.new_group(backend="gloo")
+
+
+def _set_object_group_timeout(timeout_s: float) -> None:
+    import datetime
+
+    from torch.distributed.distributed_c10d import _set_pg_timeout
+
+    _set_pg_timeout(datetime.timedelta(seconds=timeout_s), _object_group())
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -51,10 +66,10 @@ class Engine:
     def __init__(self, cfg: EngineConfig, trainable: bool = True):
         self.cfg = cfg
         self.topo: Topology = init_topology(cfg.parallel, cfg.seed)
+        _set_object_group_timeout(cfg.collective_timeout_s)
         self.dims = read_hf_dims(cfg.model_path)
         self.dtype = _dtype(cfg.dtype)
         self.device = platform_device()
-        self.use_te = use_transformer_engine()
         self.tconfig = transformer_config(self.dims, cfg.parallel.tp, cfg.parallel.pp, self.dtype)
         self.layer_offset = self.topo.pp_rank * (self.dims.num_layers // self.topo.pp_size)
         model = build_gpt_model(self.dims, self.tconfig, self.topo.is_first_stage, self.topo.is_last_stage, self.topo.tp_size)
@@ -80,23 +95,49 @@ class Engine:
                 p.requires_grad_(False)
             self.model = model
         self.steps = 0
+        self._groups: DataGroups | None = None
 
     # ----------------------------------------------------------------- batches
-    def _share(self, batch: SeqBatch | None) -> tuple[SeqBatch, list[int], int, int]:
-        """Broadcast the controller's batch; return this DP rank's share and global counts."""
-        box = [batch if dist.get_rank() == 0 else None]
-        dist.broadcast_object_list(box, src=0, group=_object_group())
-        batch = box[0]
-        parts = partition_balanced([len(ids) for ids in batch.input_ids], self.topo.dp_size)
-        mine = parts[self.topo.dp_rank]
-        return batch.select(mine), mine, batch.num_response_tokens(), len(batch)
+    def _share(self, batch: SeqBatch | None) -> tuple[SeqBatch, list[list[int]] | None, ShareMeta]:
+        """This DP rank's token-balanced share of the controller's batch, sent as flat tensors
+        (engine/transport.py); returns (share, indices per DP replica on rank 0 else None, sizes)."""
+        parts = None
+        if dist.get_rank() == 0:
+            parts = partition_balanced([len(ids) for ids in batch.input_ids], self.topo.dp_size)
+        share, meta = scatter_shares(batch, parts, self._data_groups())
+        return share, parts, meta
+
+    def _data_groups(self) -> DataGroups:
+        if self._groups is None:
+            producer = self.topo.is_last_stage and self.topo.tp_rank == 0
+            self._groups = DataGroups(_object_group(), self.topo.dp_rank, self.topo.dp_size, producer)
+        return self._groups
+
+    def _results(self, store: list, batch: SeqBatch | None, share: SeqBatch, parts, meta: ShareMeta,
+                 keys: tuple[str, ...]) -> torch.Tensor | None:
+        """Per-token `keys` of the micro-batches in `store` (last stage), gathered to rank 0 as
+        `[len(keys), N]` float32 in the order of the controller's `batch` (None elsewhere)."""
+        local = None
+        if self.topo.is_last_stage and self.topo.tp_rank == 0:
+            lens = [share.response_len(i) for i in range(len(share))]
+            starts = torch.zeros(len(lens) + 1, dtype=torch.int64)
+            starts[1:] = torch.cumsum(torch.tensor(lens, dtype=torch.int64), 0)
+            local = torch.empty(len(keys), int(starts[-1]), dtype=torch.float32)
+            for item in store:
+                mb, offset = item["mb"], 0
+                for j, n in zip(mb.seq_index, mb.response_lens.tolist()):
+                    for k, key in enumerate(keys):
+                        local[k, starts[j] : starts[j] + n] = item[key][offset : offset + n]
+                    offset += n
+        response_lens = [batch.response_len(i) for i in range(len(batch))] if dist.get_rank() == 0 else None
+        return gather_to_controller(local, len(keys), parts, meta, response_lens, self._data_groups())
 
     def _run_schedule(self, micro_batches: list[MicroBatch], loss_fn, forward_only: bool, temperature: float):
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         def forward_step(data_iterator, model):
             mb = next(data_iterator)
-            hidden = model(**model_inputs(mb, self.device, self.use_te))
+            hidden = model(**model_inputs(mb, self.device))
             return hidden, functools.partial(self._last_stage_loss, mb, loss_fn, temperature)
 
         return get_forward_backward_func()(
@@ -124,7 +165,8 @@ class Engine:
         fields = {k: v.to(self.device) for k, v in mb.token_fields.items()}
         loss, stats = loss_fn(logprobs, entropy, fields, mb)
         stats = {k: float(v) for k, v in stats.items()}
-        return loss, num_tokens, {"loss": loss.detach().float().item(), "n": len(mb.targets), "stats": stats}
+        return loss, num_tokens, {"loss": loss.detach().float().item(), "n": len(mb.targets), "stats": stats,
+                                  "mb": mb, "logprobs": logprobs.detach().float().cpu()}
 
     def _finalize_grads(self, model_chunks, num_tokens=None, **kwargs):
         from megatron.core.distributed import finalize_model_grads
@@ -144,42 +186,41 @@ class Engine:
 
     # ----------------------------------------------------------------- public
     @torch.no_grad()
-    def forward(self, batch: SeqBatch | None, temperature: float = 1.0) -> dict[str, list[torch.Tensor]]:
-        """Logprobs and entropy of every response token: {"logprobs": [R_i], "entropy": [R_i]} per sequence.
+    def forward(self, batch: SeqBatch | None, temperature: float = 1.0) -> dict[str, list[torch.Tensor]] | None:
+        """Logprobs and entropy of every response token, on rank 0 only (None elsewhere):
+        {"logprobs": [R_i], "entropy": [R_i]} per sequence, views into one flat `[N]` tensor each.
 
         Logits are divided by `temperature` (the rollout temperature) first.
         """
-        share, indices, _, num_seqs = self._share(batch)
+        share, parts, meta = self._share(batch)
         was_training = self.model.training
         self.model.eval()
         store = []
         if len(share):  # a DP replica with no sequences (batch smaller than DP) has nothing to run
             store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), None, True, temperature)
         self.model.train(was_training)
-        local = []
-        if self.topo.is_last_stage and self.topo.tp_rank == 0:
-            for item in store:
-                mb, lp, ent = item["mb"], item["logprobs"], item["entropy"]
-                for j, (lp_s, ent_s) in enumerate(zip(lp.split(mb.response_lens.tolist()), ent.split(mb.response_lens.tolist()))):
-                    local.append((indices[mb.seq_index[j]], lp_s, ent_s))
-        result = {"logprobs": [None] * num_seqs, "entropy": [None] * num_seqs}
-        for part in self._gather(local):
-            for i, lp, ent in part:
-                result["logprobs"][i], result["entropy"][i] = lp, ent
-        return result
+        out = self._results(store, batch, share, parts, meta, ("logprobs", "entropy"))
+        if out is None:
+            return None
+        lens = [batch.response_len(i) for i in range(len(batch))]
+        return {"logprobs": list(out[0].split(lens)), "entropy": list(out[1].split(lens))}
 
-    def train_step(self, batch: SeqBatch | None, loss_fn: LossFn, temperature: float = 1.0) -> dict:
+    def train_step(self, batch: SeqBatch | None, loss_fn: LossFn, temperature: float = 1.0,
+                   return_logprobs: bool = False) -> dict:
         """One optimizer step over the whole batch: forward + backward of every micro-batch, then Adam.
 
         `loss_fn(logprobs, entropy, fields, mb)` is wrapped so that it also
         receives the global token and sequence counts as keyword arguments
         `global_num_tokens` and `global_num_seqs`. A non-finite loss or
         gradient on any rank skips the update on all ranks
-        (`stats["skipped"] = 1`).
+        (`stats["skipped"] = 1`). With `return_logprobs`, rank 0's stats also
+        hold "logprobs": the `[N]` float32 log-probs this step's forward computed
+        (before the update), in the batch's token order.
         """
         if not self.trainable:
             raise RuntimeError("train_step on an engine built with trainable=False")
-        share, _, num_tokens, num_seqs = self._share(batch)
+        share, parts, meta = self._share(batch)
+        num_tokens, num_seqs = meta.num_response_tokens, meta.num_seqs
         if num_seqs < self.topo.dp_size:
             raise ValueError(f"a training batch of {num_seqs} sequences cannot be split over "
                              f"{self.topo.dp_size} data-parallel ranks")
@@ -202,31 +243,19 @@ class Engine:
             skipped = 0.0
             self.steps += 1
         local = [(s["loss"], s["n"], s["stats"]) for s in store] if self.topo.tp_rank == 0 else []
-        parts = [p for part in self._gather(local) for p in part]
-        total_n = sum(n for _, n, _ in parts) or 1
-        stats = {"loss": sum(loss for loss, _, _ in parts)}
-        for key in parts[0][2] if parts else []:
-            stats[key] = sum(s[key] * n for _, n, s in parts) / total_n
+        rows = [r for part in self._gather(local) for r in part]  # small: a few floats per micro-batch
+        total_n = sum(n for _, n, _ in rows) or 1
+        stats = {"loss": sum(loss for loss, _, _ in rows)}
+        for key in rows[0][2] if rows else []:
+            stats[key] = sum(s[key] * n for _, n, s in rows) / total_n
         stats.update(grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"], skipped=skipped)
+        if return_logprobs:
+            out = self._results(store, batch, share, parts, meta, ("logprobs",))
+            if out is not None:
+                stats["logprobs"] = out[0]
         return stats
 
     def hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """This stage's weights as full HF tensors (TP ranks of the stage iterate together)."""
+        """This stage's weights as full HF tensors, one at a time (the TP ranks of the stage iterate
+        together; weight sync streams them from each stage's sender, weight_sync/stages.py)."""
         return iter_hf_weights(self.gpt, self.dims, self.topo.tp_group, self.layer_offset)
-
-    def all_hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Every stage's weights as full HF tensors, yielded on global rank 0 (the sender of
-        weight sync); every rank must consume the iterator. With PP = 1 tensors stream one at a
-        time; with PP > 1 each stage's sync rank gathers its stage and sends it to rank 0 as one
-        object (fine for the models the CPU path runs; a per-stage sender is the GPU-scale path).
-        """
-        if self.topo.pp_size == 1:
-            for name, tensor in self.hf_weights():
-                if dist.get_rank() == 0:
-                    yield name, tensor
-            return
-        local = [(n, t.clone()) for n, t in self.hf_weights()] if self.topo.is_sync_rank else []
-        parts = self._gather(local)
-        if dist.get_rank() == 0:
-            for part in parts:
-                yield from part

@@ -5,9 +5,10 @@ hidden states; `fused_linear_logprobs` then computes logprobs and entropy
 against the (vocab-parallel) output weight without materialising
 `[tokens, V/TP]` logits, and only at response positions.
 
-Packed rows: on CPU (local layer spec) a block-diagonal causal mask; on GPU
-with Transformer Engine, THD packing through `PackedSeqParams`. RoPE depends
-only on relative positions, so both give the logprobs of unpacked sequences.
+Packed rows go to the model as THD `PackedSeqParams` (sequence boundaries),
+read by Transformer Engine on GPU and by `models/packed_attention.py` on the
+local spec; attention stays within each sequence and RoPE restarts at each
+sequence start, so every path gives the logprobs of unpacked sequences.
 """
 from __future__ import annotations
 
@@ -28,34 +29,38 @@ def output_hidden_states(gpt_model) -> None:
     gpt_model.output_layer.forward = types.MethodType(_return_hidden, gpt_model.output_layer)
 
 
-def block_causal_mask(seq_lens: torch.Tensor) -> torch.Tensor:
-    """[1, 1, T, T] bool, True where attention is masked (other sequence or future)."""
-    seq_id = torch.repeat_interleave(torch.arange(len(seq_lens)), seq_lens)
-    same = seq_id[:, None] == seq_id[None, :]
-    causal = torch.ones(len(seq_id), len(seq_id), dtype=torch.bool).tril()
-    return ~(same & causal)[None, None]
+_INT32_MAX = 2**31 - 1
 
 
-def model_inputs(mb: MicroBatch, device: torch.device, use_te: bool) -> dict:
-    """Keyword arguments for GPTModel.forward for one packed row."""
-    inputs = dict(
+def model_inputs(mb: MicroBatch, device: torch.device) -> dict:
+    """Keyword arguments for GPTModel.forward for one packed row.
+
+    The sequence boundaries go in THD `PackedSeqParams` (int32 `cu_seqlens`)
+    for both layer specs: Transformer Engine reads them on GPU, the local
+    spec's `PackedAttention` elsewhere; Megatron's RoPE restarts at each
+    boundary. No attention mask is built.
+    """
+    from megatron.core.packed_seq_params import PackedSeqParams
+
+    lens = mb.seq_lens
+    if int(lens.sum()) != mb.num_tokens or bool((lens <= 0).any()):
+        raise ValueError(f"micro-batch of sequences {mb.seq_index}: seq_lens {lens.tolist()} must be positive "
+                         f"and sum to the row's {mb.num_tokens} tokens")
+    if mb.num_tokens > _INT32_MAX:
+        raise ValueError(f"micro-batch of sequences {mb.seq_index}: {mb.num_tokens} tokens overflow the int32 "
+                         "cu_seqlens of packed attention; lower engine.max_tokens_per_micro_batch")
+    cu = torch.zeros(len(lens) + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(lens, 0)
+    cu = cu.to(device)
+    max_len = int(lens.max())
+    return dict(
         input_ids=mb.input_ids.to(device),
         position_ids=mb.position_ids.to(device),
-    )
-    if use_te:
-        from megatron.core.packed_seq_params import PackedSeqParams
-
-        cu = torch.zeros(len(mb.seq_lens) + 1, dtype=torch.int32)
-        cu[1:] = torch.cumsum(mb.seq_lens, 0)
-        cu = cu.to(device)
-        max_len = int(mb.seq_lens.max())
-        inputs["attention_mask"] = None
-        inputs["packed_seq_params"] = PackedSeqParams(
+        attention_mask=None,
+        packed_seq_params=PackedSeqParams(
             qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=max_len, max_seqlen_kv=max_len
-        )
-    else:
-        inputs["attention_mask"] = block_causal_mask(mb.seq_lens).to(device)
-    return inputs
+        ),
+    )
 
 
 _PADDED_LOGIT = -1.0e4

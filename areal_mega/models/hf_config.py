@@ -3,7 +3,8 @@
 `ModelDims` is the architecture in plain numbers, read once from the HF
 directory; the name map, the checkpoint loader and weight sync all take it.
 The Transformer Engine layer spec is used when TE is importable on CUDA, the
-local spec (Megatron's own modules) otherwise.
+local spec (Megatron's own modules, with `PackedAttention` as core attention)
+otherwise; both read packed rows as THD `PackedSeqParams`.
 """
 from __future__ import annotations
 
@@ -140,8 +141,11 @@ def build_gpt_model(dims: ModelDims, config, pre_process: bool, post_process: bo
 
     if use_transformer_engine():
         spec = get_gpt_layer_with_transformer_engine_spec()
-    else:
+    else:  # Megatron's own modules, attention within each packed sequence (no [T, T] mask)
+        from areal_mega.models.packed_attention import PackedAttention
+
         spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+        spec.submodules.self_attention.submodules.core_attention = PackedAttention
     return GPTModel(
         config=config,
         transformer_layer_spec=spec,
