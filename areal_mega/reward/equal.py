@@ -9,68 +9,43 @@ Steps, first match wins:
 2. both are numbers: relative tolerance 1e-4; when either side was written
    as a percentage, also x/100 and x*100 (stricter than Qwen, which always
    accepts those: for a reward, "50" must not match a gold "0.5");
-3. matrices (`pmatrix`/`bmatrix`) cell by cell; intervals and tuples element
-   by element with the same brackets; unions by part; sets `\\{...\\}` and bare
-   comma lists as multisets;
-4. equations `a = b` vs `c = d`: a-b equals +-(c-d) symbolically; a side
+3. inequalities, `x \\in S`, set-builder notation and unions of intervals
+   as sets of reals (`relations.py`: `0 \\le t \\le 3` is `[0, 3]`);
+4. matrices (`pmatrix`/`bmatrix`/`array`, in brackets or not) cell by cell;
+   intervals and tuples element by element with the same brackets; sets
+   `\\{...\\}` and bare lists (`,`, `;`, `or`) as multisets, a set equal to
+   the bare list of its elements;
+5. equations `a = b` vs `c = d`: a-b equals +-(c-d) symbolically; a side
    written `x = v` is compared by `v`;
-5. symbolic: sympy `simplify(a - b) == 0` on the safely parsed expressions.
+6. symbolic: sympy `simplify(a - b) == 0` on the safely parsed expressions.
+
+Before that, an equation chain is cut to its last side (`y = 2+3 = 5` is
+`y = 5`), `a \\pm b` becomes the list `a+b, a-b`, and in `exact \\approx 0.33`
+only the exact part counts (`x \\approx 2.5` is `2.5`). An answer that is
+only part of the gold, or assigns the values to other variables, stays wrong.
 """
 from __future__ import annotations
 
 import math
+import re
 
 import sympy
 
+from areal_mega.reward.extract import extract_answer
 from areal_mega.reward.normalize import has_percent, normalize
-from areal_mega.reward.parse import ParseError, parse_expr_safe
+from areal_mega.reward.parse import as_float, parse_or_none, split_top_level
+from areal_mega.reward.relations import interval_union, relation_equal, sets_equal
 
 MAX_ANSWER_CHARS = 1000
 REL_TOL = 1e-4
-_OPEN = {"(": ")", "[": "]", "{": "}"}
-
-
-def _parse(s: str):
-    try:
-        return parse_expr_safe(s)
-    except (ParseError, ValueError, TypeError, ZeroDivisionError, OverflowError):
-        return None
-
-
-def _as_float(expr) -> float | None:
-    if expr is None or not expr.is_number:
-        return None
-    try:
-        value = complex(sympy.N(expr, 20))
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if abs(value.imag) > 1e-12 or math.isnan(value.real):
-        return None
-    return value.real
+_VAR = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?$")
+_APPROX = re.compile(r"\\approx|\u2248")
+_ARRAY_SPEC = re.compile(r"^\{[lcr|]*\}")
 
 
 def _numbers_equal(a: float, b: float, percent: bool) -> bool:
     candidates = (b, b / 100.0, b * 100.0) if percent else (b,)
     return any(math.isclose(a, c, rel_tol=REL_TOL, abs_tol=1e-12) for c in candidates)
-
-
-def split_top_level(s: str, sep: str = ",") -> list[str]:
-    """Split `s` at `sep` outside brackets and braces (including `\\{ \\}`)."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(s):
-        ch = s[i]
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
-            start = i + len(sep)
-            i = start
-            continue
-        i += 1
-    parts.append(s[start:])
-    return parts
 
 
 def _enclosed(s: str) -> tuple[str, str, str] | None:
@@ -89,12 +64,22 @@ def _enclosed(s: str) -> tuple[str, str, str] | None:
 
 
 def _matrix_rows(s: str) -> list[list[str]] | None:
-    for env in ("pmatrix", "bmatrix", "matrix", "vmatrix"):
+    """Cells of a `pmatrix`/`bmatrix`/`matrix`/`array` (optionally inside `[...]` or `(...)`), row by row."""
+    if len(s) > 2 and s[0] in "([" and s[-1] in ")]" and s[1:].startswith("\\begin{"):
+        s = s[1:-1]
+    for env in ("pmatrix", "bmatrix", "matrix", "vmatrix", "array"):
         head, tail = f"\\begin{{{env}}}", f"\\end{{{env}}}"
         if s.startswith(head) and s.endswith(tail):
             body = s[len(head) : -len(tail)]
+            if env == "array":
+                body = _ARRAY_SPEC.sub("", body)
             return [row.split("&") for row in body.split("\\\\") if row.strip()]
     return None
+
+
+def _items(s: str) -> list[str]:
+    """Elements of a bare list or set body: split at top-level `,`, `;` and `\\lor`."""
+    return [x for part in split_top_level(s) for y in split_top_level(part, ";") for x in split_top_level(y, "\\lor")]
 
 
 def _multiset_equal(preds: list[str], golds: list[str]) -> bool:
@@ -124,15 +109,21 @@ def _structure_equal(p: str, g: str) -> bool | None:
         return all(_ordered_equal(pr, gr) for pr, gr in zip(pm, gm))
     pu, gu = split_top_level(p, "\\cup"), split_top_level(g, "\\cup")
     if len(pu) > 1 or len(gu) > 1:
-        return _ordered_equal(pu, gu)
+        ps, gs = interval_union(p), interval_union(g)
+        if ps is not None and gs is not None:
+            return sets_equal(ps, gs)
+        return _multiset_equal(pu, gu)
     pe, ge = _enclosed(p), _enclosed(g)
+    p_set, g_set = pe is not None and pe[0] == "{", ge is not None and ge[0] == "{"
+    if p_set or g_set:  # a set equals another set, or the bare list of its elements
+        if (p_set and ge is not None and not g_set) or (g_set and pe is not None and not p_set):
+            return False
+        return _multiset_equal(_items(pe[1] if p_set else p), _items(ge[1] if g_set else g))
     if pe and ge and (len(split_top_level(pe[1])) > 1 or len(split_top_level(ge[1])) > 1):
-        if pe[0] == "{" or ge[0] == "{":
-            return pe[0] == ge[0] and _multiset_equal(split_top_level(pe[1]), split_top_level(ge[1]))
         if (pe[0], pe[2]) != (ge[0], ge[2]):
             return False
         return _ordered_equal(split_top_level(pe[1]), split_top_level(ge[1]))
-    pl, gl = split_top_level(p), split_top_level(g)
+    pl, gl = _items(p), _items(g)
     if len(pl) > 1 or len(gl) > 1:
         return _multiset_equal(pl, gl)
     return None
@@ -166,9 +157,9 @@ def _proportional(a, b) -> bool:
 def _equation_equal(p: str, g: str) -> bool | None:
     ps, gs = split_top_level(p, "="), split_top_level(g, "=")
     if len(ps) == 2 and len(gs) == 2:
-        dp = _parse(ps[0]) if ps[0] else None
-        dg = _parse(gs[0]) if gs[0] else None
-        rp, rg = _parse(ps[1]), _parse(gs[1])
+        dp = parse_or_none(ps[0]) if ps[0] else None
+        dg = parse_or_none(gs[0]) if gs[0] else None
+        rp, rg = parse_or_none(ps[1]), parse_or_none(gs[1])
         if None in (dp, dg, rp, rg):
             return p == g
         return _proportional(dp - rp, dg - rg)
@@ -179,16 +170,38 @@ def _equation_equal(p: str, g: str) -> bool | None:
     return None
 
 
+def _last_side(s: str) -> str:
+    """`y = 2+3 = 5` -> `y=5`; `2+3 = 5` -> `5`; anything else unchanged."""
+    sides = split_top_level(s, "=")
+    if len(sides) < 3 or not all(x.strip() for x in sides) or len(_items(s)) > 1:
+        return s
+    return f"{sides[0].strip()}={sides[-1].strip()}" if _VAR.match(sides[0].strip()) else sides[-1].strip()
+
+
+def _expand_pm(s: str) -> str:
+    """`a \\pm b` -> `a+b,a-b` (one `\\pm` or `\\mp`, not inside a list)."""
+    for sym, first, second in (("\\pm", "+", "-"), ("\\mp", "-", "+")):
+        if s.count(sym) == 1 and len(split_top_level(s)) == 1:
+            return f"{s.replace(sym, first)},{s.replace(sym, second)}"
+    return s
+
+
 def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     p, g = p.strip(), g.strip()
     if p == g:
         return True
     if not p or not g:
         return False
-    pa, ga = _parse(p), _parse(g)
-    pv, gv = _as_float(pa), _as_float(ga)
+    p, g = _expand_pm(_last_side(p)), _expand_pm(_last_side(g))
+    if p == g:
+        return True
+    pa, ga = parse_or_none(p), parse_or_none(g)
+    pv, gv = as_float(pa), as_float(ga)
     if pv is not None and gv is not None:
         return _numbers_equal(pv, gv, percent)
+    relational = relation_equal(p, g)
+    if relational is not None:
+        return relational
     structured = _structure_equal(p, g)
     if structured is not None:
         return structured
@@ -201,12 +214,33 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     return pa is not None and pa == ga
 
 
+def _unbox(s: str) -> str | None:
+    """The boxed answer when `s` holds a `\\boxed{}` (math_equal may be given `$\\boxed{5}$`)."""
+    if "\\boxed" not in s and "\\fbox" not in s:
+        return s
+    return extract_answer(s)
+
+
+def _exact_part(s: str | None) -> str | None:
+    """In `exact \\approx decimal` the exact part; in `x \\approx 2.5` (or `\\approx 2.5`) the value."""
+    if s is None:
+        return None
+    parts = _APPROX.split(s)
+    if len(parts) == 1:
+        return s
+    first = parts[0].strip().strip("$ ").rstrip("=").strip()
+    return parts[-1] if not first or _VAR.match(first) else parts[0]
+
+
 def equal_unguarded(pred: str | None, gold: str) -> bool:
     """True when answer `pred` is equivalent to `gold` (no time limit: call inside a worker)."""
     if pred is None or gold is None:
         return False
     pred, gold = str(pred), str(gold)
     if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
+        return False
+    pred, gold = _exact_part(_unbox(pred)), _exact_part(_unbox(gold))
+    if pred is None or gold is None:
         return False
     percent = has_percent(pred) or has_percent(gold)
     if "=" in pred and "=" in gold:

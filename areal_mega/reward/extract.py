@@ -9,7 +9,7 @@ this order:
    the same answer and are joined with ", " (`\\boxed{a=3}` and `\\boxed{b=4}`
    is `a=3, b=4`);
 3. the last answer line: "the answer is", "final answer is", `Final Answer:`,
-   `**Answer:**` (bold or not, any case). The rest of that line (or the next
+   `**Answer:**` (bold or not, any case), a `**Final Answer**` heading line. The rest of that line (or the next
    non-empty line when the rest is empty), where math in it
    (`$..$`, `\\(..\\)`, `\\[..\\]`) is taken in preference to the words around it.
 There is deliberately no fall-back: an uncommitted response earns nothing.
@@ -31,7 +31,8 @@ _BOX = re.compile(r"\\(?:boxed|fbox)")
 _MINERVA = "final answer is $"
 _MINERVA_END = "$. I hope"
 _ANSWER_LINE = re.compile(
-    r"(?:final answer|the answer) is\b[:\s]*|(?:^|\n)[ \t#>*_]*(?:final answer|answer)[ \t*_]*[:：][ \t*_]*",
+    r"(?:final answer|the answer) is\b[:\s]*|(?:^|\n)[ \t#>*_]*(?:final answer|answer)[ \t*_]*[:：][ \t*_]*"
+    r"|(?:^|\n)[ \t#>*_]*final answer[ \t*_]*(?=\n)",
     re.IGNORECASE,
 )
 _HOPE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
@@ -130,6 +131,7 @@ def _from_line(rest: str) -> str | None:
         if len(blocks) > 1 and all(len(b) <= MAX_CONNECTIVE_CHARS and _CONNECTIVE.fullmatch(b) for b, _ in blocks[1:]):
             return ", ".join(contents) or None
         return contents[0] if contents else None
+    line = re.split(r"\.\s", line, maxsplit=1)[0]  # the first sentence: "6. Then 8." is 6
     line = line.strip("*_ ").rstrip(".").strip("*_ ")
     return line or None
 

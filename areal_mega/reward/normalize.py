@@ -30,7 +30,9 @@ _TRAILING_UNIT = re.compile(
     rf"(?:(?<=[\d}}])\s*(?:{_UNITS})|(?<=\d)(?:st|nd|rd|th)|(?<=[a-zA-Z])\s+(?:{_UNITS}))"
     rf"\b(?:\^\{{?\d\}}?|\^\d)?\.?$"
 )
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|mathit|boldsymbol|operatorname)\s*\{([^{}]*)\}")
+_TEXT_CMD = re.compile(
+    r"\\(?:text|textbf|textit|textnormal|textrm|mbox|mathrm|mathbf|mathit|boldsymbol|operatorname)\s*\{([^{}]*)\}"
+)
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _FRAC_SHORT = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*([0-9a-zA-Z])")
@@ -40,16 +42,28 @@ _SQRT_SHORT = re.compile(r"\\sqrt\s*([0-9a-zA-Z])")
 _INT_SLASH = re.compile(r"^(-?\d+)/(\d+)$")
 _TRAILING_ZERO = re.compile(r"(\d)\.0+(?![\d])")
 _LEADING_VAR = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\eq)\s*(?!.*=)")
+# Spellings of one relation, longest first (`\\leqslant` before `\\leq`).
+_RELATIONS = (
+    ("\\geqslant", "\\ge"), ("\\leqslant", "\\le"), ("\\geqq", "\\ge"), ("\\leqq", "\\le"),
+    ("\\geq", "\\ge"), ("\\leq", "\\le"), ("\\neq", "\\ne"), ("\\not=", "\\ne"), ("\\gt", ">"), ("\\lt", "<"),
+    (">=", "\\ge "), ("<=", "\\le "), ("!=", "\\ne "),
+    ("\u2265", "\\ge "), ("\u2264", "\\le "), ("\u2260", "\\ne "), ("\\vee", "\\lor"),
+)
+_CURRENCY = ("\\euro", "\\pounds", "\u20ac", "\u00a3", "\u00a5", "USD")
+_PERCENT_WORDS = re.compile(r"\\?(?:percent|per\s*cent|\bpct\b)\.?", re.IGNORECASE)
+_MIXED = re.compile(r"(?<![\w}^_.])(\d+)\\frac\{(\d+)\}\{(\d+)\}(?=$|[,;)\]])")
+_CONNECTIVE_TEXT = re.compile(r"\\(?:text|textnormal|textrm|mbox|mathrm)\s*\{\s*(and|or)\s*\}")
+_DELIMITERS = re.compile(r"^(?:\\\(|\\\[)|(?:\\\)|\\\])$")
 
 
 def has_percent(s: str) -> bool:
     """True when the answer was written as a percentage (`%` or `\\%`, or the word)."""
-    return "%" in s or "percent" in s.lower()
+    return "%" in s or _PERCENT_WORDS.search(s) is not None
 
 
 def _strip_units(s: str) -> str:
     # A trailing \text{...} holding letters is a unit or a label ("5 \text{ cm}").
-    s = re.sub(r"(?<=\S)\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .^{}0-9]*\}(?:\^\{?\d\}?)?\s*$", "", s)
+    s = re.sub(r"(?<=\S)\s*\\(?:text|textnormal|textrm|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .^{}0-9]*\}(?:\^\{?\d\}?)?\s*$", "", s)
     prev = None
     while prev != s:
         prev, s = s, _TRAILING_UNIT.sub("", s).rstrip()
@@ -63,20 +77,26 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
     """
     s = str(s).strip().replace("\n", " ").replace("\r", " ")
     s = s.replace("\\$", "").replace("$", "")
+    s = _DELIMITERS.sub("", _DELIMITERS.sub("", s.strip()).strip())
+    for sym in _CURRENCY:
+        s = s.replace(sym, "")
     s = s.replace("\\displaystyle", "").replace("\\left", "").replace("\\right", "")
     s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
-    s = s.replace("\\leq", "\\le").replace("\\geq", "\\ge").replace("\\neq", "\\ne")
+    for old, new in _RELATIONS:
+        s = s.replace(old, new)
     s = s.replace("\\infty", "\\infty ").replace("infinity", "\\infty").replace("\\emptyset", "\\varnothing")
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\circ", "").replace("°", "")
-    s = s.replace("\\%", "").replace("%", "").replace("\\percent", "").replace("percent", "")
+    s = _PERCENT_WORDS.sub("", s.replace("\\%", "").replace("%", ""))
     s = _SPACING.sub("", s)
     s = s.replace("{,}", ",")
     s = _strip_units(s)
+    s = _CONNECTIVE_TEXT.sub(r" \1 ", s)
     for _ in range(3):  # nested \text{\textbf{...}}
         s = _TEXT_CMD.sub(r"\1", s)
     s = re.sub(r"\s+and\s+", ",", s)
-    s = s.strip().rstrip(".").strip()
+    s = re.sub(r"\s+or\s+", r"\\lor ", s)
+    s = s.strip().rstrip(".").rstrip("\\").strip()
     s = _strip_units(s)
     low = s.lower()
     if low in _WORD_NUMBERS:
@@ -84,14 +104,16 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
     m = _LEADING_VAR.match(s) if strip_lhs else None
     if m and len(s) > m.end():
         s = s[m.end() :]
+    list_comma = re.search(r",\s", s) is not None  # "12, 345" is two numbers, "12,345" one
     # Spaces go, except one that ends a command before a letter ("\\pi r" must not become "\\pir").
     s = re.sub(r"(\\[a-zA-Z]+) +(?=[a-zA-Z])", "\\1\x00", s).replace(" ", "").replace("\x00", " ")
-    if _THOUSANDS.match(s):
+    if _THOUSANDS.match(s) and not list_comma:
         s = s.replace(",", "")
     s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF2.sub(r"\\frac{\1}{", s)
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
+    s = _MIXED.sub(lambda m: f"({m[1]}+\\frac{{{m[2]}}}{{{m[3]}}})" if int(m[2]) < int(m[3]) else m[0], s)
     m = _INT_SLASH.match(s)
     if m:
         s = f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}"

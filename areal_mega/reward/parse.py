@@ -304,3 +304,47 @@ def parse_expr_safe(s: str):
     if parser.i != len(tokens):
         raise ParseError(f"unexpected {tokens[parser.i][1]!r}")
     return node
+
+
+def split_top_level(s: str, sep: str = ",") -> list[str]:
+    """Split `s` at `sep` outside brackets and braces (including `\\{ \\}`)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        ch = s[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and s.startswith(sep, i):
+            parts.append(s[start:i])
+            start = i + len(sep)
+            i = start
+            continue
+        i += 1
+    parts.append(s[start:])
+    return parts
+
+
+def parse_or_none(s: str):
+    """parse_expr_safe(s), or None where it is outside the grammar."""
+    try:
+        return parse_expr_safe(s)
+    except (ParseError, ValueError, TypeError, ZeroDivisionError, OverflowError):
+        return None
+
+
+def as_float(expr) -> float | None:
+    """The real value of a numeric sympy expression (+-inf for infinities), else None."""
+    if expr is None:
+        return None
+    if expr in (sympy.oo, -sympy.oo):
+        return float(expr)
+    if not expr.is_number:
+        return None
+    try:
+        value = complex(sympy.N(expr, 20))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if abs(value.imag) > 1e-12 or math.isnan(value.real):
+        return None
+    return value.real

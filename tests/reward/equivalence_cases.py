@@ -38,7 +38,8 @@ FRACTIONS = [
     ("-\\frac{1}{2}", "\\frac{-1}{2}", True),
     ("-\\frac{1}{2}", "\\frac{1}{2}", False),
     ("\\frac{7}{2}", "3.5", True),
-    ("3\\frac{1}{2}", "3.5", False),  # LaTeX juxtaposition is multiplication, as Qwen reads it
+    ("3\\frac{1}{2}", "3.5", True),  # a mixed number (Qwen reads juxtaposition as a product; the field does not)
+    ("3\\frac{1}{2}x", "1.5x", True),  # ...but a coefficient times a fraction stays a product
     ("\\frac{10}{4}", "\\frac{5}{2}", True),
     (".5", "0.5", True),
     ("0.50", "\\frac{1}{2}", True),

@@ -73,10 +73,11 @@ def test_parser_refuses(text):
 
 
 def test_no_string_is_ever_evaluated(monkeypatch):
-    """Every case of the equivalence suite runs with eval/exec of strings and sympy's string parser trapped on any input text."""
+    """Every case of the equivalence suite and the answer forms runs with eval/exec of strings and sympy's string parser trapped on any input text."""
     import builtins
 
     import sympy.parsing.sympy_parser as sympy_parser
+    from answer_forms import FORM_CASES
     from equivalence_cases import ALL_CASES
 
     from areal_mega.reward.equal import equal_unguarded
@@ -91,7 +92,8 @@ def test_no_string_is_ever_evaluated(monkeypatch):
     def distinctive(t: str) -> bool:
         return len(t) >= 3 and (any(c in t for c in "\\{}$_'\"") or any(c.isalpha() for c in t))
 
-    inputs = [t for p, g, _ in ALL_CASES for t in (p, g) if t and distinctive(t)] + hostile
+    cases = ALL_CASES + FORM_CASES
+    inputs = [t for p, g, _ in cases for t in (p, g) if t and distinctive(t)] + hostile
 
     def trap(real):
         def guarded(source, *args, **kwargs):
@@ -111,7 +113,7 @@ def test_no_string_is_ever_evaluated(monkeypatch):
     monkeypatch.setattr(builtins, "eval", trap(real_eval))
     monkeypatch.setattr(builtins, "exec", trap(real_exec))
     monkeypatch.setattr(sympy_parser, "parse_expr", no_parse_expr)
-    for pred, gold, expected in ALL_CASES:
+    for pred, gold, expected in cases:
         assert equal_unguarded(pred, gold) is expected, (pred, gold)
     for text in hostile:
         assert equal_unguarded(text, "1") is False

@@ -46,3 +46,65 @@ def test_hostile_inputs_are_linear():
     assert extract_answer(big) == "5"
     assert extract_answer("the answer is " * 50_000) is None
     assert time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so $\\boxed{(1,2)} \\quad \\text{and} \\quad \\boxed{(3,4)}$", "(1,2), (3,4)"),
+        ("the roots are \\boxed{1}, \\boxed{2}", "1, 2"),
+        ("$\\boxed{a = 3}$ and $\\boxed{b = 4}$", "a = 3, b = 4"),
+        ("first \\boxed{1}, then we find \\boxed{2}", "2"),
+        ("Final Answer: 5", "5"),
+        ("**Final Answer:** $\\frac{1}{2}$", "\\frac{1}{2}"),
+        ("work...\n**Answer:** 12", "12"),
+        ("work...\nAnswer: x = 3.", "x = 3"),
+        ("The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
+        ("Final Answer: The final answer is $5$. I hope it is correct.", "5"),
+        ("Final Answer: The final answer is 7. I hope it is correct.", "7"),
+        ("The answer is $x = 1$ or $x = 2$.", "x = 1, x = 2"),
+        ("The answer is $3$, since $x = 3$ works.", "3"),
+        ("The answer is\n$$\n\\frac{1}{2}\n$$\nDone.", "\\frac{1}{2}"),
+        ("## Final Answer\n\\[ 12 \\]", "12"),
+        ("the result is $5$", None),
+        ("so we get 5", None),
+    ],
+)
+def test_reward_mode_committed_answers(text, expected):
+    assert extract_answer(text, "reward") == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("the result is $5$", "5"),
+        ("so we get 5 apples", "5"),
+        ("$$x = \\frac{1}{2}$$ is where it vanishes", "x = \\frac{1}{2}"),
+        ("We have $a=1$ and then\n$$\nb = 2\n$$\ndone", "b = 2"),
+        ("From \\(y = 3\\) we read \\[ y^2 = 9 \\] as well", "y^2 = 9"),
+        ("It costs \\$5 and then $7$ more", "7"),
+        ("\\boxed{3} and the last number 4", "3"),
+        ("The answer is 6. Then 8.", "6"),
+        ("we count 1,234 apples", "1234"),
+        ("no numbers at all", None),
+    ],
+)
+def test_eval_mode_adds_the_qwen_fallbacks(text, expected):
+    assert extract_answer(text, "eval") == expected
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(ValueError, match="mode"):
+        extract_answer("\\boxed{1}", "lenient")
+
+
+def test_hostile_delimiters_are_linear():
+    t0 = time.monotonic()
+    for mode in ("reward", "eval"):
+        assert extract_answer("\\[" * 100_000, mode) is None
+        assert extract_answer("$" * 200_001 + "x", mode) in (None, "x")
+        assert extract_answer("\\boxed{1}, " * 20_000, mode) == ", ".join(["1"] * 10)
+        extract_answer("Answer: " * 20_000 + "\n", mode)
+        extract_answer("the answer is $" * 20_000, mode)
+        extract_answer("1" * 200_000, mode)
+    assert time.monotonic() - t0 < 5.0

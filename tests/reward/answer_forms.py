@@ -1,0 +1,153 @@
+"""Answer forms of issue 12, each with equal and not-equal cases: (pred, gold, expected).
+
+Written for this project (not copied from any other project's tests). `pred` is an answer
+string as extracted from a response, possibly still wrapped in math delimiters or a box.
+"""
+
+DELIMITED = [
+    ("$\\frac{1}{2}$", "0.5", True),
+    ("\\(\\frac{1}{2}\\)", "\\frac12", True),
+    ("\\[ 42 \\]", "42", True),
+    ("$$7$$", "7", True),
+    ("$\\boxed{9}$", "9", True),
+    ("\\[ 41 \\]", "42", False),
+    ("$\\boxed{8}$", "9", False),
+]
+RELATIONS = [
+    ("x \\ge 3", "x \\geq 3", True),
+    ("x >= 3", "x \\ge 3", True),
+    ("x \\geqslant 3", "x\\ge3", True),
+    ("x \u2265 3", "x \\ge 3", True),
+    ("3 \\le x", "x \\ge 3", True),
+    ("4 \\ge y", "y \\le 4", True),
+    ("-y < -2", "y > 2", True),
+    ("y \\gt 2", "y > 2", True),
+    ("y \\lt 2", "y<2", True),
+    ("2x > 6", "x > 3", True),
+    ("-2x > 6", "x < -3", True),
+    ("x \\neq 1", "x \\ne 1", True),
+    ("x != 1", "x \\neq 1", True),
+    ("x \u2260 1", "x\\ne1", True),
+    ("x + y \\le 3", "3 \\ge y + x", True),
+    ("x > 3", "x \\ge 3", False),
+    ("x < 3", "x > 3", False),
+    ("-y < -2", "y < 2", False),
+    ("-2x > 6", "x > -3", False),
+    ("x \\ge 3", "3", False),
+    ("t > 3", "x > 3", False),
+    ("x + y \\le 3", "x + y \\ge 3", False),
+    ("x \\ne 1", "x \\ne 2", False),
+]
+CHAINS = [
+    ("0 \\le t \\le 3", "t \\in [0,3]", True),
+    ("0 \\le t \\le 3", "[0, 3]", True),
+    ("3 \\ge t \\ge 0", "[0,3]", True),
+    ("t \\in [0,3]", "[0,3]", True),
+    ("x > 2", "(2, \\infty)", True),
+    ("x<-1 \\text{ or } x>1", "(-\\infty,-1)\\cup(1,\\infty)", True),
+    ("x \\le -1 or x \\ge 1", "(-\\infty,-1]\\cup[1,\\infty)", True),
+    ("x > 1, x < 3", "(1,3)", True),
+    ("x \\in \\mathbb{R}", "(-\\infty, \\infty)", True),
+    ("0 < t \\le 3", "[0,3]", False),
+    ("x \\ge 2", "(2,\\infty)", False),
+    ("x<-1 \\text{ or } x>1", "(-1,1)", False),
+    ("-1 < x < 1", "(-\\infty,-1)\\cup(1,\\infty)", False),
+]
+APPROX = [
+    ("\\approx 3.14", "3.14", True),
+    ("x \\approx 2.5", "2.5", True),
+    ("\\frac{1}{3} \\approx 0.33", "\\frac13", True),
+    ("\\sqrt{2} \\approx 1.414", "\\sqrt2", True),
+    ("\\frac{\\sqrt{3}}{2} \\approx 0.866", "\\frac{\\sqrt3}{2}", True),
+    ("\\frac{1}{3} \\approx 0.33", "0.33", False),
+    ("2\\sqrt{2} \\approx 2.83", "2.83", False),
+    ("x \\approx 2.5", "2.4", False),
+]
+EQUATION_CHAINS = [
+    ("y = 2+3 = 5", "5", True),
+    ("y=2+3=5", "y=5", True),
+    ("2 \\cdot 3 = 6", "6", True),
+    ("A = \\pi r^2 = 4\\pi", "4\\pi", True),
+    ("y = 2+3 = 6", "5", False),
+    ("y=2+3=5", "y=6", False),
+]
+SETS = [
+    ("\\{1, 2\\}", "1, 2", True),
+    ("\\{1; 2\\}", "\\{1,2\\}", True),
+    ("1; 2", "2, 1", True),
+    ("{1, 2}", "\\{2, 1\\}", True),
+    ("\\{5\\}", "5", True),
+    ("x = 1 \\text{ or } x = 2", "1, 2", True),
+    ("x=1 or x=2", "2,1", True),
+    ("x = 1, x = 2", "1, 2", True),
+    ("\\{x \\mid x > 2\\}", "(2, \\infty)", True),
+    ("\\{x : x > 2\\}", "x>2", True),
+    ("\\{x \\in \\mathbb{R} \\mid x \\ge 0\\}", "[0,\\infty)", True),
+    ("(1,2) \\cup (3,4)", "(3,4)\\cup(1,2)", True),
+    ("[1,2] \\cup [2,3]", "[1,3]", True),
+    ("\\{1, 2\\}", "1, 2, 3", False),
+    ("x = 1 \\text{ or } x = 3", "1, 2", False),
+    ("\\{x \\mid x > 2\\}", "[2, \\infty)", False),
+    ("(1,2) \\cup (3,4)", "(1,2)\\cup(3,5)", False),
+    ("\\{1,2\\}", "(1,2)", False),
+]
+PLUS_MINUS = [
+    ("\\pm 2", "2, -2", True),
+    ("x = \\pm 2", "-2, 2", True),
+    ("1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt2", True),
+    ("\\frac{-1 \\pm \\sqrt{5}}{2}", "\\frac{-1+\\sqrt5}{2}, \\frac{-1-\\sqrt5}{2}", True),
+    ("\\pm 2", "2", False),
+    ("1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt3", False),
+]
+ASSIGNMENTS = [
+    ("a = 3, b = 4", "a=3, b=4", True),
+    ("b=4, a=3", "a=3,b=4", True),
+    ("(1,2), (3,4)", "(3,4), (1,2)", True),
+    ("a = 4, b = 3", "a=3, b=4", False),
+    ("a=3", "a=3, b=4", False),
+    ("(1,2), (3,4)", "(1,2)", False),
+    ("(2,1), (3,4)", "(1,2),(3,4)", False),
+    ("1, 2", "1, 2, 3", False),
+]
+MATRICES = [
+    ("\\left[\\begin{array}{cc}1 & 2\\\\3 & 4\\end{array}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\begin{bmatrix}\\frac{1}{2} & 0\\\\ 0 & \\dfrac{3}{4}\\end{bmatrix}", "\\begin{pmatrix}0.5&0\\\\0&0.75\\end{pmatrix}", True),
+    ("\\begin{pmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\end{pmatrix}", "\\begin{pmatrix}-1/3\\\\2/3\\end{pmatrix}", True),
+    ("\\left[\\begin{array}{c}1\\\\2\\end{array}\\right]", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
+    ("\\left[\\begin{array}{cc}1 & 2\\\\3 & 5\\end{array}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
+    ("\\begin{bmatrix}\\frac{1}{2} & 0\\end{bmatrix}", "\\begin{pmatrix}0.5\\\\0\\end{pmatrix}", False),
+]
+NUMBERS = [
+    ("2,500.25", "2500.25", True),
+    ("12{,}345", "12345", True),
+    ("\\$1,234", "1234", True),
+    ("\u20ac50", "50", True),
+    ("\u00a33.50", "3.5", True),
+    ("5\\textnormal{ cm}", "5", True),
+    ("10 \\text{ m}^2", "10", True),
+    ("36\\,\\mathrm{cm}^{2}", "36", True),
+    ("15\\text{ ft}^3", "15", True),
+    ("50 percent", "50\\%", True),
+    ("50 percent", "0.5", True),
+    ("50 pct", "50", True),
+    ("3\\frac{1}{4}", "3.25", True),
+    ("3\\frac{1}{4}", "\\frac{13}{4}", True),
+    ("-2\\frac{1}{2}", "-2.5", True),
+    ("5\\", "5", True),
+    ("5\\!", "5", True),
+    ("\\dfrac{3}{4}", "0.75", True),
+    ("\\tfrac{1}{8}", "0.125", True),
+    ("12, 345", "12345", False),
+    ("3\\frac{1}{4}", "3.75", False),
+    ("2,500.25", "2,600.25", False),
+    ("\\$1,234", "1243", False),
+    ("50 percent", "5", False),
+    ("5\\textnormal{ cm}", "6", False),
+]
+
+ALL_FORMS = {
+    "delimited": DELIMITED, "relations": RELATIONS, "chains": CHAINS, "approx": APPROX,
+    "equation_chains": EQUATION_CHAINS, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
+    "matrices": MATRICES, "numbers": NUMBERS,
+}
+FORM_CASES = [case for cases in ALL_FORMS.values() for case in cases]
