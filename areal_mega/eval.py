@@ -5,6 +5,8 @@ dropped and counted), draw k samples per problem at temperature T / top_p on
 generation servers (running ones from `urls`, or `num_servers` launched here
 from `model_dir`), score every sample with the reward worker pool, and report
 Pass@1 averaged over k, unbiased pass@k and response-length statistics.
+Answers are extracted in `reward.mode` "eval" by default (the Qwen protocol
+with its fall-backs); the report records the mode and checker used.
 Writes `<output_dir>/eval.json`, `eval.md` (Table-1 style) and
 `samples_<data set>.jsonl` (every response with its verdict). Defaults are
 AReaL v0.1's: k = 32, T = 0.6, top_p = 0.95, MATH-500 / AIME 2024 / AMC 2023.
@@ -33,6 +35,8 @@ class EvalConfig:
     """model_dir: HF directory (tokenizer; servers launched from it when `urls` is empty).
     data: data set names or .jsonl paths; limit: first N problems of each (0 = all).
     k: samples per problem; temperature / top_p / top_k / max_new_tokens: sampling.
+    reward: the checker; reward.mode defaults to "eval" here (the Qwen protocol with its
+        fall-backs, as AReaL's Table 1), where training uses "reward" (committed answers only).
     """
 
     model_dir: str = ""
@@ -51,7 +55,7 @@ class EvalConfig:
     max_new_tokens: int = 32768
     max_concurrency: int = 256
     output_dir: str = "eval_results"
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(mode="eval"))
 
     def __post_init__(self):
         if not self.model_dir:
@@ -130,9 +134,11 @@ def evaluate(cfg: EvalConfig, quiet: bool = False) -> dict:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             if not quiet:
                 print(f"{name}: Pass@1 (avg of {cfg.k}) = {100 * summary['pass@1_avg']:.1f}%")
-    report = {"model": cfg.model_dir, "config": to_dict(cfg), "results": results}
+    report = {"model": cfg.model_dir, "extraction_mode": cfg.reward.mode, "checker": cfg.reward.checker,
+              "config": to_dict(cfg), "results": results}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "eval.md").write_text(markdown_report(Path(cfg.model_dir).name or cfg.model_dir, results))
+    (out_dir / "eval.md").write_text(markdown_report(Path(cfg.model_dir).name or cfg.model_dir, results,
+                                                     cfg.reward.mode, cfg.reward.checker))
     return report
 
 
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         overrides.append(f"output_dir={args.output_dir}")
     cfg = load_config(EvalConfig, args.config, overrides)
     report = evaluate(cfg, quiet=args.quiet)
-    print(markdown_report(Path(cfg.model_dir).name, report["results"]))
+    print(markdown_report(Path(cfg.model_dir).name, report["results"], cfg.reward.mode, cfg.reward.checker))
     return report
 
 

@@ -67,8 +67,8 @@ def summarize(name: str, correct: list[list[bool]], lengths: list[int], finish_r
     }
 
 
-def markdown_report(model: str, results: list[dict]) -> str:
-    """Table 1 (Pass@1 averaged over k, in %) plus a details table per data set."""
+def markdown_report(model: str, results: list[dict], mode: str = "eval", checker: str = "builtin") -> str:
+    """Table 1 (Pass@1 averaged over k, in %) plus a details table per data set and the answer-extraction mode."""
     head = "| Model | " + " | ".join(TITLES.get(r["dataset"], r["dataset"]) for r in results) + " |"
     sep = "| --- |" + " ---: |" * len(results)
     row = f"| {model} | " + " | ".join(f"{100 * r['pass@1_avg']:.1f}" for r in results) + " |"
@@ -81,4 +81,5 @@ def markdown_report(model: str, results: list[dict]) -> str:
             f"| {r['dataset']} | {r['num_problems']} ({r['num_filtered']}) | {r['samples_per_problem']} | "
             f"{100 * r['pass@1_avg']:.1f} | {pk} | {t['mean']:.0f} / {t['p90']:.0f} / {t['max']} | {r['num_truncated']} |"
         )
+    lines += ["", f"Answers extracted in `{mode}` mode, checked by `{checker}`."]
     return "\n".join(lines) + "\n"

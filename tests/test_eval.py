@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from areal_mega.config import ConfigError
+from areal_mega.config import ConfigError, load_config
 from areal_mega.data import data_dir, load_jsonl
 from areal_mega.eval import EvalConfig, main, score_dataset
 from areal_mega.eval_report import k_values, markdown_report, pass_at_k
@@ -30,6 +30,15 @@ def test_config_errors_name_the_field(tmp_path):
         EvalConfig(model_dir="m", k=0)
     with pytest.raises(ConfigError, match="eval.top_p"):
         main(["--model", "m", "top_p=1.5"])
+
+
+def test_eval_extracts_in_eval_mode_and_says_so(tmp_path):
+    assert EvalConfig(model_dir="m").reward.mode == "eval"
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text("model_dir: m\nreward:\n  num_workers: 1\n")
+    assert load_config(EvalConfig, cfg).reward.mode == "eval"
+    assert RewardConfig().mode == "reward"  # training keeps committed answers only
+    assert "Answers extracted in `eval` mode" in markdown_report("m", [], "eval")
 
 
 @needs_data
@@ -70,6 +79,7 @@ def test_eval_end_to_end_two_reference_servers(tiny_qwen2_dir, tmp_path):
     assert 0 < res["response_tokens"]["max"] <= 12 and res["num_truncated"] <= res["num_samples"]
     assert 0.0 <= res["pass@1_avg"] <= res["pass@k"]["pass@3"] <= 1.0
     assert report["config"]["temperature"] == 0.6 and report["config"]["top_p"] == 0.95
+    assert report["extraction_mode"] == "eval" and report["config"]["reward"]["mode"] == "eval"
     saved = json.loads((out / "eval.json").read_text())
     assert saved["results"] == report["results"]
     rows = [json.loads(line) for line in (out / "samples_math500.jsonl").read_text().splitlines()]
