@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from areal_mega.algo.config import AlgoConfig
+from areal_mega.cluster import ClusterConfig, plan_placement
 from areal_mega.data.config import DataConfig
 from areal_mega.engine.config import EngineConfig
 from areal_mega.metrics import WandbConfig
@@ -76,7 +77,13 @@ class RunConfig:
     algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig)
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
 
     def __post_init__(self):
         if not self.engine.model_path:
             raise ValueError("engine.model_path must name a HF model directory")
+        # the layout must be possible before anything starts (raises PlacementError naming the keys)
+        plan = plan_placement(self.cluster, self.rollout.tp_size, self.engine.parallel.tp, self.engine.parallel.pp)
+        if plan.servers and not self.rollout.urls and self.rollout.num_servers != len(plan.servers):
+            raise ValueError(f"rollout.num_servers={self.rollout.num_servers} but the cluster section plans "
+                             f"{len(plan.servers)} servers of rollout.tp_size={self.rollout.tp_size} GPUs")

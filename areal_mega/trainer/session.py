@@ -8,6 +8,7 @@ run the engine are called by every rank together.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from areal_mega.algo.advantages import compute_advantages
 from areal_mega.algo.filters import apply_overlong, dynamic_sampling_mask
 from areal_mega.algo.loss import policy_loss
 from areal_mega.algo.mismatch import logprob_mismatch
+from areal_mega.cluster import trainer_server_gpus
 from areal_mega.config import save_config, to_dict
 from areal_mega.data import ResumableSampler, build_prompts, load_records, synthetic_split
 from areal_mega.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -109,9 +111,15 @@ class Session:
         rc = self.cfg.rollout
         urls = list(rc.urls)
         if not urls:
+            gpu_ids = None  # on GPU: GPUs torchrun did not give to ranks (cluster.generation_gpus), or a refusal
+            if torch.cuda.is_available():
+                gpus = trainer_server_gpus(self.cfg.cluster, rc.num_servers, rc.tp_size,
+                                           int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count())
+                gpu_ids = [g[0] for g in gpus]
             self.servers = launch_servers(self.cfg.engine.model_path, rc.num_servers, backend=rc.backend,
                                           host=rc.host, api_key=rc.api_key, tp_size=rc.tp_size,
-                                          mem_fraction=rc.mem_fraction, log_dir=self.run_dir / "server_logs")
+                                          mem_fraction=rc.mem_fraction, log_dir=self.run_dir / "server_logs",
+                                          gpu_ids=gpu_ids)
             urls = self.servers.urls
         self.urls = urls
         down = [u for u, ok in zip(urls, self._health(retries=rc.max_retries)) if not ok]

@@ -1,0 +1,1 @@
+"""Command-line tools that sit above the engine and trainer (placement for launch/slurm.sbatch, ...)."""
