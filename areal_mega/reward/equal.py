@@ -6,7 +6,7 @@ outside (`areal_mega.reward.pool`); use `math_equal` everywhere else.
 
 Steps, first match wins:
 1. normalised strings are equal;
-2. both are numbers: relative tolerance 1e-4; when either side was written
+2. both are numbers: integers exactly, others to relative tolerance 1e-4; when either side was written
    as a percentage, also x/100 and x*100 (stricter than Qwen, which always
    accepts those: for a reward, "50" must not match a gold "0.5");
 3. inequalities, `x \\in S`, set-builder notation and unions of intervals
@@ -77,6 +77,12 @@ def _matrix_rows(s: str) -> list[list[str]] | None:
     return None
 
 
+def _tuple_items(inner: str) -> list[str]:
+    """Entries of a tuple or interval body: `1, 2` or `1; 2`."""
+    parts = split_top_level(inner)
+    return parts if len(parts) > 1 else split_top_level(inner, ";")
+
+
 def _items(s: str) -> list[str]:
     """Elements of a bare list or set body: split at top-level `,`, `;` and `\\lor`."""
     return [x for part in split_top_level(s) for y in split_top_level(part, ";") for x in split_top_level(y, "\\lor")]
@@ -119,10 +125,10 @@ def _structure_equal(p: str, g: str) -> bool | None:
         if (p_set and ge is not None and not g_set) or (g_set and pe is not None and not p_set):
             return False
         return _multiset_equal(_items(pe[1] if p_set else p), _items(ge[1] if g_set else g))
-    if pe and ge and (len(split_top_level(pe[1])) > 1 or len(split_top_level(ge[1])) > 1):
+    if pe and ge and (len(_tuple_items(pe[1])) > 1 or len(_tuple_items(ge[1])) > 1):
         if (pe[0], pe[2]) != (ge[0], ge[2]):
             return False
-        return _ordered_equal(split_top_level(pe[1]), split_top_level(ge[1]))
+        return _ordered_equal(_tuple_items(pe[1]), _tuple_items(ge[1]))
     pl, gl = _items(p), _items(g)
     if len(pl) > 1 or len(gl) > 1:
         return _multiset_equal(pl, gl)
@@ -164,9 +170,35 @@ def _equation_equal(p: str, g: str) -> bool | None:
             return p == g
         return _proportional(dp - rp, dg - rg)
     if len(ps) == 2 and len(gs) == 1:
-        return _equal_normalized(ps[1], g, False)
+        value = _assigned_value(ps)
+        return value is not None and _equal_normalized(value, g, False)
     if len(gs) == 2 and len(ps) == 1:
-        return _equal_normalized(p, gs[1], False)
+        value = _assigned_value(gs)
+        return value is not None and _equal_normalized(p, value, False)
+    return None
+
+
+def _is_target(side: str) -> bool:
+    """True when `side` names a quantity: letters (subscripts allowed), no numbers, no top-level + or -."""
+    t = re.sub(r"_\{[^{}]*\}|_\w", "", side)
+    return bool(re.search(r"[a-zA-Z]", t)) and not re.search(r"\d", t) and len(split_top_level(t, "+")) == 1 \
+        and len(split_top_level(t.lstrip("-"), "-")) == 1 and "\\infty" not in t
+
+
+def _assigned_value(sides: list[str]) -> str | None:
+    """The value of `x = v` (or `v = x`), or of a true arithmetic step `2 \\cdot 3 = 6`; None for other equations.
+
+    The named side may be any single term without numbers: `x_1`, `(p,q)`, `AB`, `|AB|`, `f(x)`,
+    `\\frac{NO}{BO}`, `A:B`. `a + 3z = 0` and `7 = 11a + c` are equations, not the values 0 and 11a + c.
+    """
+    lhs, rhs = sides[0].strip(), sides[1].strip()
+    if _is_target(lhs):
+        return rhs
+    if _is_target(rhs):
+        return lhs
+    lv, rv = as_float(parse_or_none(lhs)), as_float(parse_or_none(rhs))
+    if lv is not None and rv is not None and _numbers_equal(lv, rv, False):
+        return rhs
     return None
 
 
@@ -198,6 +230,8 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     pa, ga = parse_or_none(p), parse_or_none(g)
     pv, gv = as_float(pa), as_float(ga)
     if pv is not None and gv is not None:
+        if pa.is_Integer and ga.is_Integer and not percent:  # 12346 is not 12345, whatever the tolerance
+            return pa == ga
         return _numbers_equal(pv, gv, percent)
     relational = relation_equal(p, g)
     if relational is not None:

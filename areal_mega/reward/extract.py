@@ -114,6 +114,10 @@ def math_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
+def _inside_math(line: str, pos: int) -> bool:
+    return sum(1 for m in _MATH_TOKEN.finditer(line[:pos]) if m.group() != "\\$") % 2 == 1
+
+
 def _from_line(rest: str) -> str | None:
     """The answer in the text after an answer phrase: its math if any, else the line's words."""
     rest = rest.lstrip()
@@ -125,6 +129,10 @@ def _from_line(rest: str) -> str | None:
         if blocks:
             return blocks[0][1].strip() or None
     line = _HOPE.sub("", line)
+    is_at = [m.end() for m in re.finditer(r"\s(?:is|are|equals)\s+(?=[-\d$\\(])", line)
+             if not _inside_math(line, m.start())]
+    if is_at:  # "The volume of $V$ is 120": the part after the last "is"
+        line = line[is_at[-1] :]
     blocks = math_blocks(line)
     if blocks:
         contents = [c.strip() for _, c in blocks if c.strip()]

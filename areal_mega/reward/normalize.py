@@ -49,8 +49,11 @@ _RELATIONS = (
     (">=", "\\ge "), ("<=", "\\le "), ("!=", "\\ne "),
     ("\u2265", "\\ge "), ("\u2264", "\\le "), ("\u2260", "\\ne "), ("\\vee", "\\lor"),
 )
+_DOUBLED_BACKSLASH = re.compile(
+    r"\\\\(?=(?:le|ge|leq|geq|ne|neq|lt|gt|frac|dfrac|tfrac|sqrt|left|right|pi|cdot|times|in|infty|cup|pm|text)(?![a-zA-Z]))"
+)
 _CURRENCY = ("\\euro", "\\pounds", "\u20ac", "\u00a3", "\u00a5", "USD")
-_PERCENT_WORDS = re.compile(r"\\?(?:percent|per\s*cent|\bpct\b)\.?", re.IGNORECASE)
+_PERCENT_WORDS = re.compile(r"\\?(?:percent(?:age)?|per\s*cent|\bpct\b)\.?", re.IGNORECASE)
 _MIXED = re.compile(r"(?<![\w}^_.])(\d+)\\frac\{(\d+)\}\{(\d+)\}(?=$|[,;)\]])")
 _CONNECTIVE_TEXT = re.compile(r"\\(?:text|textnormal|textrm|mbox|mathrm)\s*\{\s*(and|or)\s*\}")
 _DELIMITERS = re.compile(r"^(?:\\\(|\\\[)|(?:\\\)|\\\])$")
@@ -80,6 +83,8 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
     s = _DELIMITERS.sub("", _DELIMITERS.sub("", s.strip()).strip())
     for sym in _CURRENCY:
         s = s.replace(sym, "")
+    if "\\begin" not in s:  # a doubled backslash before a command is an escaping slip, not a line break
+        s = _DOUBLED_BACKSLASH.sub(r"\\", s)
     s = s.replace("\\displaystyle", "").replace("\\left", "").replace("\\right", "")
     s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
@@ -88,14 +93,15 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
     s = s.replace("\\infty", "\\infty ").replace("infinity", "\\infty").replace("\\emptyset", "\\varnothing")
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\circ", "").replace("°", "")
     s = _PERCENT_WORDS.sub("", s.replace("\\%", "").replace("%", ""))
+    s = re.sub(r"(?<=\d),\\!\s*(?=\d)", ",", s)  # "11,\\! 111" is a thousands separator
+    s = re.sub(r"\{\s*,\s*\}", ",", s)
     s = _SPACING.sub("", s)
-    s = s.replace("{,}", ",")
     s = _strip_units(s)
     s = _CONNECTIVE_TEXT.sub(r" \1 ", s)
     for _ in range(3):  # nested \text{\textbf{...}}
         s = _TEXT_CMD.sub(r"\1", s)
     s = re.sub(r"\s+and\s+", ",", s)
-    s = re.sub(r"\s+or\s+", r"\\lor ", s)
+    s = re.sub(r"\s+or\s+|(?<=[)\]}])or(?=[(\[{\\])", r"\\lor ", s)
     s = s.strip().rstrip(".").rstrip("\\").strip()
     s = _strip_units(s)
     low = s.lower()

@@ -1,7 +1,9 @@
-"""Async HTTP client for a pool of generation servers speaking SGLang's protocol (v0.5.23).
+"""Async HTTP client for a pool of generation servers of one backend (SGLang, vLLM or the reference server).
 
-The same client talks to SGLang (`python -m sglang.launch_server`) and to the
-reference server (`areal_mega.rollout.server`); it never knows which.
+The client does the I/O; what each backend's routes and bodies look like
+lives in its protocol object (`protocol_for(backend)`: protocol_sglang for
+SGLang and the reference server, protocol_vllm for vLLM). `generate` returns
+`Sample`s, the same for every backend.
 
 - Load balancing: each request goes to the healthy server with the fewest
   outstanding tokens (prompt tokens + max_new_tokens x n of its requests in
@@ -14,6 +16,12 @@ reference server (`areal_mega.rollout.server`); it never knows which.
   healthy after the retries, `AllServersDownError` names each URL and its
   last error. A 4xx answer is the request's fault: `ValueError` with the
   server's message, no retry.
+- Weight updates: the control-plane methods (pause_generation, init group,
+  update_weights_from_distributed per bucket, flush_cache,
+  continue_generation, versions) are the same for every backend, so
+  weight_sync drives any of them unchanged; each protocol maps them onto its
+  routes (vLLM's start / finish of an update ride on the pause and on the
+  bucket that carries the version).
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+
+from areal_mega.rollout.protocol import Call, Sample, error_message, protocol_for
 
 
 class AllServersDownError(RuntimeError):
@@ -38,14 +48,6 @@ class ServerState:
     probing: bool = False
 
 
-def _error_message(body) -> str:
-    """The message of an SGLang error body: {"error": {"message"}} or {"error": str} or text."""
-    if isinstance(body, dict):
-        err = body.get("error", body.get("message", body))
-        return err.get("message", str(err)) if isinstance(err, dict) else str(err)
-    return str(body)
-
-
 class GenerationClient:
     """A pool of servers behind one `generate` call. Use inside one or more event loops (`asyncio.run`)."""
 
@@ -53,6 +55,7 @@ class GenerationClient:
         self,
         urls: list[str],
         api_key: str | None = None,
+        backend: str = "sglang",
         timeout_s: float = 3600.0,
         max_retries: int = 3,
         max_concurrency: int = 256,
@@ -62,6 +65,8 @@ class GenerationClient:
         if not urls:
             raise ValueError("urls: at least one server URL is required")
         self.servers = [ServerState(u.rstrip("/")) for u in urls]
+        self.backend = backend
+        self.protocol = protocol_for(backend)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -93,11 +98,12 @@ class GenerationClient:
         self._session = None
 
     async def request(self, url: str, path: str, payload: dict | None = None, method: str = "POST",
-                      timeout_s: float | None = None):
+                      timeout_s: float | None = None, query: dict | None = None):
         """One HTTP call to one server: (status, parsed JSON or text). Network errors propagate."""
         session = self._bind()
         timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s)
-        async with session.request(method, url + path, json=payload, timeout=timeout) as resp:
+        async with session.request(method, url + path, json=payload, params=query or None,
+                                   timeout=timeout) as resp:
             if resp.content_type == "application/json":
                 return resp.status, await resp.json()
             return resp.status, await resp.text()
@@ -136,14 +142,21 @@ class GenerationClient:
     def _down_report(self) -> str:
         return "; ".join(f"{s.url}: {s.last_error or 'unhealthy'}" for s in self.servers)
 
-    async def generate(self, input_ids: list[int], sampling_params: dict, return_logprob: bool = True) -> dict:
-        """POST /generate for one prompt `[prompt_len]` on the least-loaded server; returns SGLang's JSON.
+    async def _call(self, url: str, call: Call, timeout_s: float | None = None):
+        return await self.request(url, call.path, call.payload, method=call.method, timeout_s=timeout_s,
+                                  query=call.query)
 
-        With sampling_params["n"] > 1 the JSON is a list of n results.
+    async def generate(self, input_ids: list[int], sampling_params: dict,
+                       return_logprob: bool = True) -> Sample | list[Sample]:
+        """Generate for one prompt `[prompt_len]` on the least-loaded server.
+
+        `sampling_params` in SGLang's names (see rollout.protocol). Returns one
+        `Sample`, or a list of n with sampling_params["n"] = n > 1.
         """
         self._bind()
-        cost = len(input_ids) + int(sampling_params.get("max_new_tokens", 128)) * int(sampling_params.get("n", 1))
-        payload = {"input_ids": list(input_ids), "sampling_params": sampling_params, "return_logprob": return_logprob}
+        n = int(sampling_params.get("n", 1))
+        cost = len(input_ids) + int(sampling_params.get("max_new_tokens", 128)) * n
+        call = self.protocol.generate(input_ids, sampling_params, return_logprob)
         async with self._sem:
             for attempt in range(self.max_retries + 1):
                 server = await self._pick()
@@ -152,79 +165,88 @@ class GenerationClient:
                     continue
                 server.outstanding_tokens += cost
                 try:
-                    status, body = await self.request(server.url, "/generate", payload)
+                    status, body = await self._call(server.url, call)
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                    self._mark_down(server, f"/generate: {type(e).__name__}: {e}")
+                    self._mark_down(server, f"{call.path}: {type(e).__name__}: {e}")
                     continue
                 finally:
                     server.outstanding_tokens -= cost
                 if status == 200:
-                    return body
+                    samples = self.protocol.parse_generate(body)
+                    return samples[0] if n == 1 else samples
                 if 400 <= status < 500:
-                    raise ValueError(f"{server.url}/generate answered {status}: {_error_message(body)}")
-                self._mark_down(server, f"/generate answered {status}: {_error_message(body)}")
+                    raise ValueError(f"{server.url}{call.path} answered {status}: {error_message(body)}")
+                self._mark_down(server, f"{call.path} answered {status}: {error_message(body)}")
         raise AllServersDownError(
-            f"/generate failed after {self.max_retries + 1} attempts; servers: {self._down_report()}"
+            f"{call.path} failed after {self.max_retries + 1} attempts; servers: {self._down_report()}"
         )
 
-    async def _all(self, path: str, payload: dict | None = None, method: str = "POST") -> list:
-        """Call `path` on every server (healthy or not); raise naming the servers that failed."""
-        results = await asyncio.gather(
-            *(self.request(s.url, path, payload, method=method) for s in self.servers), return_exceptions=True
-        )
-        failed = [f"{s.url}: {r if isinstance(r, Exception) else _error_message(r[1])}"
+    async def _all(self, call: Call | None) -> list:
+        """Make `call` on every server (healthy or not); raise naming the servers that failed. None: nothing to do."""
+        if call is None:
+            return []
+        results = await asyncio.gather(*(self._call(s.url, call) for s in self.servers), return_exceptions=True)
+        failed = [f"{s.url}: {r if isinstance(r, Exception) else error_message(r[1])}"
                   for s, r in zip(self.servers, results) if isinstance(r, Exception) or r[0] != 200]
         if failed:
-            raise RuntimeError(f"{path} failed on {len(failed)} server(s): " + "; ".join(failed))
+            raise RuntimeError(f"{call.path} failed on {len(failed)} server(s): " + "; ".join(failed))
         return [r[1] for r in results]
 
+    async def _one(self, url: str, call: Call | None) -> None:
+        """Make a weight-update `call` on one server; raise with the server's message unless it succeeded."""
+        if call is None:
+            return
+        status, body = await self._call(url, call)
+        if status != 200 or not self.protocol.succeeded(body):
+            raise RuntimeError(f"{url}{call.path} failed ({status}): {error_message(body)}")
+
     async def flush_cache(self) -> None:
-        await self._all("/flush_cache")
+        await self._all(self.protocol.flush_cache())
 
     async def pause_generation(self, mode: str = "abort") -> None:
-        """Stop every server generating (SGLang's /pause_generation; 'abort' finishes running requests)."""
-        await self._all("/pause_generation", {"mode": mode})
+        """Stop every server generating and ready it for a weight update ('abort': running requests end as
+        "abort" and the rollout manager sends them again; vLLM: /pause, then /start_weight_update)."""
+        await self._all(self.protocol.pause(mode))
+        await self._all(self.protocol.start_update())
+
+    async def continue_generation(self) -> None:
+        await self._all(self.protocol.resume())
 
     async def destroy_weights_update_group(self, group_name: str) -> None:
         """Every server leaves the weight-update group `group_name` (before it is rebuilt)."""
-        await self._all("/destroy_weights_update_group", {"group_name": group_name})
-
-    async def continue_generation(self) -> None:
-        await self._all("/continue_generation", {})
+        await self._all(self.protocol.destroy_group(group_name))
 
     async def get_weight_versions(self) -> list[str]:
-        """Each server's weight version: `/get_weight_version` (SGLang <= 0.5.2) or `/model_info` (0.5.23)."""
+        """Each server's weight version (SGLang: /get_weight_version or /model_info; vLLM: /weight_info)."""
         out = []
         for s in self.servers:
-            status, body = await self.request(s.url, "/get_weight_version", method="GET")
-            if status == 404:
-                status, body = await self.request(s.url, "/model_info", method="GET")
+            for call in self.protocol.version_calls():
+                status, body = await self._call(s.url, call)
+                if status != 404:
+                    break
             if status != 200:
-                raise RuntimeError(f"{s.url}: cannot read weight version ({status}: {_error_message(body)})")
-            out.append(str(body["weight_version"]))
+                raise RuntimeError(f"{s.url}: cannot read weight version ({status}: {error_message(body)})")
+            out.append(self.protocol.parse_version(body))
         return out
 
     async def init_weights_update_group(self, url: str, master_address: str, master_port: int, rank_offset: int,
                                         world_size: int, group_name: str, backend: str) -> None:
         """Ask one server to join the weight-update group (it blocks until every rank joined)."""
-        status, body = await self.request(url, "/init_weights_update_group", {
-            "master_address": master_address, "master_port": master_port, "rank_offset": rank_offset,
-            "world_size": world_size, "group_name": group_name, "backend": backend,
-        })
-        if status != 200 or not body.get("success", False):
-            raise RuntimeError(f"{url}/init_weights_update_group failed ({status}): {_error_message(body)}")
+        await self._one(url, self.protocol.init_group(master_address, master_port, rank_offset, world_size,
+                                                      group_name, backend))
 
     async def update_weights_from_distributed(self, url: str, names: list[str], dtypes: list[str],
                                               shapes: list[list[int]], group_name: str,
                                               weight_version: str | None = None, flush_cache: bool = True) -> None:
-        """Tell one server to receive one bucket of broadcasts (names/dtypes/shapes in broadcast order)."""
-        payload = {"names": names, "dtypes": dtypes, "shapes": shapes, "group_name": group_name,
-                   "flush_cache": flush_cache}
+        """Tell one server to receive one bucket of broadcasts (names/dtypes/shapes in broadcast order).
+
+        The bucket that carries `weight_version` is the update's last: the server then holds the new
+        weights under that version (SGLang: in the same call; vLLM: /finish_weight_update right after).
+        """
+        await self._one(url, self.protocol.update_bucket(names, dtypes, shapes, group_name, weight_version,
+                                                         flush_cache))
         if weight_version is not None:
-            payload["weight_version"] = weight_version
-        status, body = await self.request(url, "/update_weights_from_distributed", payload)
-        if status != 200 or not body.get("success", False):
-            raise RuntimeError(f"{url}/update_weights_from_distributed failed ({status}): {_error_message(body)}")
+            await self._one(url, self.protocol.finish_update(weight_version))
 
     async def update_weight_version(self, new_version: str) -> None:
-        await self._all("/update_weight_version", {"new_version": new_version, "abort_all_requests": False})
+        await self._all(self.protocol.set_version(new_version))

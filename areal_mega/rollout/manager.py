@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from areal_mega.rollout.client import GenerationClient
+from areal_mega.rollout.protocol import Sample
 
 FORMAT_VERSION = 1
 
@@ -72,17 +73,9 @@ class RolloutBatch:
         return batch
 
 
-def _parse(result: dict) -> tuple[list[int], list[float], str, str]:
-    """SGLang /generate JSON -> (response ids, logprobs, finish type, weight version)."""
-    meta = result["meta_info"]
-    lps = meta.get("output_token_logprobs")
-    if lps is None:
-        raise ValueError("server response has no meta_info.output_token_logprobs (return_logprob was not honoured)")
-    ids = [int(x[1]) for x in lps]
-    if "output_ids" in result and list(result["output_ids"]) != ids:
-        raise ValueError("server response: output_ids and output_token_logprobs disagree")
-    reason = meta.get("finish_reason") or {"type": "abort"}
-    return ids, [float(x[0]) for x in lps], reason["type"], str(meta.get("weight_version"))
+def _parse(sample: Sample) -> tuple[list[int], list[float], str, str]:
+    """One `Sample` (any backend) -> (response ids, logprobs, finish type, weight version)."""
+    return sample.output_ids, sample.output_logprobs, sample.finish_reason, sample.weight_version
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -102,8 +95,9 @@ async def generate(
 ) -> RolloutBatch:
     """Generate `n` samples for each prompt (token ids); returns them prompt-major in a RolloutBatch.
 
-    `sampling_params` are SGLang's (temperature, top_p, top_k, max_new_tokens,
-    stop_token_ids, ignore_eos...); its "n", if any, is replaced by 1 per
+    `sampling_params` are in SGLang's names (temperature, top_p, top_k,
+    max_new_tokens, stop_token_ids, ignore_eos...; the client's protocol
+    translates them for its backend); its "n", if any, is replaced by 1 per
     request. A `sampling_seed` S gives sample k (prompt-major order) the seed
     S + k, so a batch is reproducible whatever server serves it. metrics: gen_tokens_per_s, latency_p50/p90/p99_s, num_samples,
     gen_tokens, num_aborted (kept as abort), num_abort_retries, wall_s.

@@ -99,14 +99,27 @@ PLUS_MINUS = [
     ("\\pm 2", "2", False),
     ("1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt3", False),
 ]
+EQUATION_VALUES = [
+    ("(3,2)", "(p,q)=(3,2)", True),
+    ("4, 5", "AB=4, CD=5", True),
+    ("\\frac{1}{\\sqrt{6}}", "\\frac{NO}{BO}=\\frac{1}{\\sqrt{6}}", True),
+    ("1", "|AB|=1", True),
+    ("11a+c", "7 = 11a+c", False),  # an equation is not the value of one of its sides
+    ("0", "a + 3z = 0", False),
+    ("1", "2x + z = 1", False),
+    ("(2,3)", "(p,q)=(3,2)", False),
+]
 ASSIGNMENTS = [
     ("a = 3, b = 4", "a=3, b=4", True),
     ("b=4, a=3", "a=3,b=4", True),
     ("(1,2), (3,4)", "(3,4), (1,2)", True),
+    ("(0;1;2), (3;4;5)", "(3,4,5), (0,1,2)", True),
+    ("(11,7)or(7,11)", "(7,11), (11,7)", True),
     ("a = 4, b = 3", "a=3, b=4", False),
     ("a=3", "a=3, b=4", False),
     ("(1,2), (3,4)", "(1,2)", False),
     ("(2,1), (3,4)", "(1,2),(3,4)", False),
+    ("(0;1;2)", "(0,2,1)", False),
     ("1, 2", "1, 2, 3", False),
 ]
 MATRICES = [
@@ -137,17 +150,22 @@ NUMBERS = [
     ("5\\!", "5", True),
     ("\\dfrac{3}{4}", "0.75", True),
     ("\\tfrac{1}{8}", "0.125", True),
+    ("11,\\! 111,\\! 100", "11111100", True),
+    ("14 {, }916", "14916", True),
+    ("28 percentage", "28\\%", True),
+    ("-2 \\\\le x \\\\le 7", "[-2, 7]", True),  # a doubled backslash before a command
     ("12, 345", "12345", False),
     ("3\\frac{1}{4}", "3.75", False),
     ("2,500.25", "2,600.25", False),
     ("\\$1,234", "1243", False),
     ("50 percent", "5", False),
+    ("11,\\! 111,\\! 100", "11111101", False),
     ("5\\textnormal{ cm}", "6", False),
 ]
 
 ALL_FORMS = {
     "delimited": DELIMITED, "relations": RELATIONS, "chains": CHAINS, "approx": APPROX,
-    "equation_chains": EQUATION_CHAINS, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
+    "equation_chains": EQUATION_CHAINS, "equation_values": EQUATION_VALUES, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
     "matrices": MATRICES, "numbers": NUMBERS,
 }
 FORM_CASES = [case for cases in ALL_FORMS.values() for case in cases]

@@ -24,6 +24,8 @@ INTEGERS = [
     ("0", "-0", True),
     ("0", "0.0001", False),
     ("10", "10.", True),
+    ("12346", "12345", False),  # within 1e-4 relative, but integers compare exactly
+    ("1000001", "1,000,000", False),
 ]
 FRACTIONS = [
     ("\\frac{1}{2}", "0.5", True),

@@ -66,6 +66,8 @@ def test_hostile_inputs_are_linear():
         ("The answer is $3$, since $x = 3$ works.", "3"),
         ("The answer is\n$$\n\\frac{1}{2}\n$$\nDone.", "\\frac{1}{2}"),
         ("## Final Answer\n\\[ 12 \\]", "12"),
+        ("Final Answer: The volume of $ABCD$ is 120. I hope it is correct.", "120"),
+        ("Final Answer: The largest $n$ is $34$.", "34"),
         ("the result is $5$", None),
         ("so we get 5", None),
     ],

@@ -14,7 +14,7 @@ def test_defaults_and_overrides():
 
 @pytest.mark.parametrize("schema,override,field", [
     (RolloutConfig, "top_p=0", "rollout.top_p"),
-    (RolloutConfig, "backend=vllm", "rollout.backend"),
+    (RolloutConfig, "backend=trtllm", "rollout.backend"),
     (RolloutConfig, "n_samples=0", "rollout.n_samples"),
     (WeightSyncConfig, "pause_mode=later", "weight_sync.pause_mode"),
     (WeightSyncConfig, "master_port=70000", "weight_sync.master_port"),

@@ -1,0 +1,126 @@
+"""vLLM's receiving end of our weight sync: a weight-transfer engine registered as "areal" in vLLM's registry.
+
+Runs inside each vLLM worker (imported there by the `vllm.general_plugins`
+entry point `areal_mega = areal_mega.rollout.vllm_transfer:register` in
+setup.py, which vLLM loads in its API, engine-core and worker processes);
+the trainer never imports it. A server started with `--weight-transfer-config
+'{"backend": "areal"}'` then speaks vLLM's RL API to the same broadcast group
+the SGLang path uses:
+
+- /init_weight_transfer_engine {"init_info": {master_address, master_port,
+  rank_offset, world_size, group_name, backend}}: the worker joins the group
+  `group_name` as rank rank_offset + its rank among the server's workers
+  (SGLang's `rank_offset + tp_rank`), through `weight_sync.group.join_group`,
+  gloo on CPU or nccl on GPU;
+- /start_weight_update: vLLM's layerwise reload is armed (parameters are
+  re-materialised and re-processed as they arrive, as vLLM's own NCCL engine
+  does; the CPU backend repacks weights after loading);
+- /update_weights {"update_info": {names, dtype_names, shapes}}: one bucket:
+  the worker receives each full HF-named tensor, in that order, by a
+  broadcast from group rank 0, and hands it to `model.load_weights` (which
+  shards it for its TP rank);
+- /finish_weight_update {"weight_version"}: processing is finalised and the
+  version set, before the trainer resumes generation.
+
+vLLM's built-in "nccl" engine rendezvous through vLLM's own
+StatelessProcessGroup and PyNccl communicator, which a trainer holding a
+torch.distributed group cannot join; this engine uses the torch group both
+backends share, so one trainer-side sender serves SGLang and vLLM.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from vllm.distributed.weight_transfer.base import (
+    WeightTransferEngine,
+    WeightTransferInitInfo,
+    WeightTransferUpdateInfo,
+)
+
+from areal_mega.weight_sync.group import DEFAULT_TIMEOUT_S, join_group, leave_group
+
+ENGINE_NAME = "areal"
+
+
+@dataclass
+class ArealInitInfo(WeightTransferInitInfo):
+    master_address: str
+    master_port: int
+    rank_offset: int
+    world_size: int
+    group_name: str = "weight_update_group"
+    backend: str = "gloo"
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+
+@dataclass
+class ArealUpdateInfo(WeightTransferUpdateInfo):
+    """One bucket, in broadcast order: HF names, torch dtype names ("float32"), full shapes."""
+
+    names: list[str]
+    dtype_names: list[str]
+    shapes: list[list[int]]
+
+    def __post_init__(self):
+        if not len(self.names) == len(self.dtype_names) == len(self.shapes):
+            raise ValueError(f"update_info: {len(self.names)} names, {len(self.dtype_names)} dtype_names, "
+                             f"{len(self.shapes)} shapes (must be equal)")
+        bad = [d for d in self.dtype_names if not isinstance(getattr(torch, d, None), torch.dtype)]
+        if bad:
+            raise ValueError(f"update_info.dtype_names: not torch dtypes: {bad}")
+
+
+class ArealWeightTransferEngine(WeightTransferEngine[ArealInitInfo, ArealUpdateInfo]):
+    init_info_cls = ArealInitInfo
+    update_info_cls = ArealUpdateInfo
+    supports_draft_weight_update = False
+
+    def __init__(self, config, vllm_config, device: torch.device, model: torch.nn.Module) -> None:
+        super().__init__(config, vllm_config, device, model)
+        self.pg: dist.ProcessGroup | None = None
+
+    def init_transfer_engine(self, init_info: ArealInitInfo) -> None:
+        if self.pg is not None:
+            raise RuntimeError("weight-transfer group already joined; /shutdown_weight_transfer_engine first")
+        pc = self.parallel_config
+        rank = init_info.rank_offset + pc.data_parallel_index * pc.world_size + pc.rank
+        self.pg = join_group(init_info.master_address, init_info.master_port, rank, init_info.world_size,
+                             init_info.group_name, init_info.backend, init_info.timeout_s)
+
+    def start_weight_update(self) -> None:
+        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
+
+        initialize_layerwise_reload(self.model)
+
+    def finish_weight_update(self) -> None:
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+        finalize_layerwise_reload(self.model, self.model_config)
+
+    def update_weights(self, update_info: dict) -> None:
+        self.receive_weights(self.parse_update_info(update_info))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def receive_weights(self, update_info: ArealUpdateInfo) -> None:
+        if self.pg is None:
+            raise RuntimeError("weight-transfer group not joined: call /init_weight_transfer_engine first")
+        for name, dtype_name, shape in zip(update_info.names, update_info.dtype_names, update_info.shapes):
+            weight = torch.empty(shape, dtype=getattr(torch, dtype_name), device=self.device)
+            dist.broadcast(weight, group=self.pg, group_src=0)
+            self.model.load_weights([(name, weight)])
+
+    def shutdown(self) -> None:
+        if self.pg is not None:
+            leave_group(self.pg)
+            self.pg = None
+
+
+def register() -> None:
+    """vLLM general-plugin hook: make "areal" a weight-transfer backend (idempotent; run in every vLLM process)."""
+    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
+
+    if ENGINE_NAME not in WeightTransferEngineFactory._registry:
+        WeightTransferEngineFactory.register_engine(ENGINE_NAME, ArealWeightTransferEngine)
