@@ -122,7 +122,7 @@ def evaluate(cfg: EvalConfig, quiet: bool = False) -> dict:
             records = load_jsonl(name)
             records = records[: cfg.limit] if cfg.limit else records
             prompts = build_prompts(records, tokenizer, cfg.template, cfg.max_prompt_tokens)
-            client = GenerationClient(urls, api_key=cfg.api_key, max_concurrency=cfg.max_concurrency)
+            client = GenerationClient(urls, api_key=cfg.api_key, backend=cfg.backend, max_concurrency=cfg.max_concurrency)
             batch = generate_sync(client, prompts.input_ids, cfg.k, cfg.sampling_params(tokenizer.eos_token_id),
                                   quiet=quiet)
             responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in batch.response_ids]
