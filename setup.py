@@ -18,7 +18,10 @@ setup(
     packages=packages,
     package_dir={"areal_mega.kernels": "kernels"},
     install_requires=[
-        "torch==2.13.0",  # CPU build on the dev/CI disk; GPU images bring their own torch
+        # >= 2.8: kernels/ uses torch.mm(..., out_dtype=torch.float32) on bf16 (pytorch#150812, first released
+        # in 2.8; checked at import by areal_mega.kernels.MIN_TORCH). < 2.15: admits SGLang 0.5.23's pin
+        # (torch==2.14.1) and a GPU image's CUDA torch. CI tests the CPU build 2.13.0 (launch/test.sh pins it).
+        "torch>=2.8,<2.15",
         "megatron-core==0.16.1",
         "transformers>=4.51,<6",
         "tokenizers>=0.21,<0.24",
@@ -35,7 +38,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
-        "gpu": ["sglang", "transformer-engine[pytorch]"],
+        # GPU: SGLang's server runtime (0.5.23, the protocol rollout/ speaks; its base install is the runtime,
+        # it has no [srt] extra any more) and Transformer Engine in the range megatron-core 0.16.1 is built for
+        "gpu": ["sglang==0.5.23", "transformer-engine[pytorch]>=2.9,<2.12"],
         # optional second answer checker (reward.checker: math_verify | both), run inside the reward workers
         "math-verify": ["math-verify[antlr4_13_2]==0.9.0"],
         # baselines measured by benchmarks/ (TRL GRPOTrainer, HF math-verify); not needed to train
