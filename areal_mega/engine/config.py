@@ -60,8 +60,13 @@ class EngineConfig:
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     logprob_backend: str = "auto"  # kernels backend: auto | torch | triton
     seed: int = 1
+    # how long a rank waits in the engine's gloo group for the controller (through a whole rollout and
+    # the servers' start on resume); a dead rank fails the wait at once, a hung one after this
+    collective_timeout_s: float = 4 * 3600.0
 
     def __post_init__(self):
+        if self.collective_timeout_s <= 0:
+            raise ValueError(f"engine.collective_timeout_s must be > 0, got {self.collective_timeout_s}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ValueError(f"engine.dtype must be auto, fp32 or bf16, got '{self.dtype}'")
         if self.logprob_backend not in ("auto", "torch", "triton"):

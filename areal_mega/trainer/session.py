@@ -41,7 +41,7 @@ from areal_mega.trainer.batch import (
     to_padded,
 )
 from areal_mega.trainer.config import RunConfig
-from areal_mega.weight_sync import broadcast_weights, init_weight_update_group
+from areal_mega.weight_sync import StageLayout, StageWeightSync
 
 
 class Session:
@@ -57,7 +57,7 @@ class Session:
         self.tokenizer = load_tokenizer(cfg.engine.model_path)
         self.weight_version = 0
         self.step = 0
-        self.servers = self.sync_group = self.pool = self.logger = None
+        self.servers = self.weights = self.pool = self.logger = None
         self.urls: list[str] = []
         self.ckpt_root = self.run_dir / "checkpoints"
         resumed = load_checkpoint(self.policy, self.ckpt_root) if cfg.trainer.resume else None
@@ -68,6 +68,7 @@ class Session:
             self._start_controller()
             if resumed:
                 self.sampler.load_state_dict(resumed["sampler"])
+        self._join_weight_sync()  # all ranks; the others wait here while the controller starts servers
         if resumed:  # servers start from engine.model_path: give them the checkpoint's weights
             self.weight_version = resumed["weight_version"] - 1
             self.sync_weights()
@@ -125,7 +126,6 @@ class Session:
         down = [u for u, ok in zip(urls, self._health(retries=rc.max_retries)) if not ok]
         if down:
             raise RuntimeError(f"generation servers not answering /health after {rc.max_retries + 1} tries: {down}")
-        self._join_sync_group()
 
     def _health(self, retries: int = 0) -> list[bool]:
         """Each server's /health, retried with a back-off while any is down."""
@@ -145,42 +145,12 @@ class Session:
             time.sleep(min(2.0**attempt, 10.0))
         return healthy
 
-    def _join_sync_group(self) -> None:
-        from areal_mega.platform.device import free_port
-
-        rc, wc = self.cfg.rollout, self.cfg.weight_sync
-        port = wc.master_port or free_port()
-        self.sync_group = init_weight_update_group(self.urls, wc.master_addr, port, wc.group_name,
-                                                   wc.resolved_backend(), rc.tp_size, wc.timeout_s, rc.api_key)
-
-    def _drop_dead_servers(self) -> dict:
-        """Controller, before a weight sync: a server that died leaves the pool and the group is
-        rebuilt without it (a broadcast to a dead rank would hang). Training goes on with the rest."""
-        import asyncio
-
-        from areal_mega.weight_sync.group import leave_group
-
-        healthy = self._health()
-        if all(healthy):
-            return {}
-        alive = [u for u, ok in zip(self.urls, healthy) if ok]
-        dead = [u for u, ok in zip(self.urls, healthy) if not ok]
-        if not alive:
-            raise RuntimeError(f"every generation server is down: {dead}")
-        print(f"[areal_mega] generation servers lost, continuing without them: {dead}", flush=True)
-
-        async def destroy():
-            client = GenerationClient(alive, api_key=self.cfg.rollout.api_key)
-            try:
-                await client.destroy_weights_update_group(self.cfg.weight_sync.group_name)
-            finally:
-                await client.close()
-
-        asyncio.run(destroy())
-        leave_group(self.sync_group.pg)
-        self.urls = alive
-        self._join_sync_group()
-        return {"rollout/servers_lost": float(len(dead))}
+    def _join_weight_sync(self) -> None:
+        """All ranks: each pipeline stage's sender joins the servers' weight-update group of its stage."""
+        t = self.policy.topo
+        layout = StageLayout(t.pp_rank, t.pp_size, t.is_sync_rank, t.dp_rank == 0, self.policy.object_group)
+        self.weights = StageWeightSync(layout, self.cfg.weight_sync, self.cfg.rollout.tp_size, self.cfg.rollout.api_key)
+        self.weights.join(self.urls if self.is_controller else None)
 
     def client(self) -> GenerationClient:
         rc = self.cfg.rollout
@@ -294,19 +264,16 @@ class Session:
         return [batch.select(order[i : i + size]) for i in range(0, len(order), size)]
 
     def sync_weights(self) -> dict:
-        """All ranks: send the policy's weights to every server; bump the weight version."""
+        """All ranks: each stage's sender streams its stage to every server (weight_sync/stages.py);
+        bump the weight version. A server found dead leaves the pool first."""
         self.weight_version += 1
-        named = self.policy.all_hf_weights()
-        if not self.is_controller or self.sync_group is None:
-            for _ in named:
-                pass
-            return {}
-        lost = self._drop_dead_servers()
-        wc = self.cfg.weight_sync
         dtype = torch.float32 if self.policy.dtype == torch.float32 else torch.bfloat16
-        out = broadcast_weights(self.sync_group, self.urls, ((n, t.to(dtype)) for n, t in named),
-                                str(self.weight_version), bucket_bytes=wc.bucket_bytes,
-                                pause_mode=wc.pause_mode, api_key=self.cfg.rollout.api_key)
+        named = ((n, t.to(dtype)) for n, t in self.policy.hf_weights())
+        out = self.weights.sync(named if self.weights.layout.gathers else None, str(self.weight_version))
+        if not out:
+            return {}
+        self.urls = self.weights.urls
+        lost = {k: v for k, v in out.items() if k.startswith("rollout/")}
         return {"sync/seconds": out["seconds"], "sync/gb_per_s": out["gb_per_s"], **lost}
 
     def evaluate(self) -> dict:

@@ -1,5 +1,13 @@
-"""Trainer -> generation servers weight sync over a torch.distributed broadcast group (nccl / gloo)."""
-from areal_mega.weight_sync.broadcast import WeightUpdateGroup, broadcast_weights, init_weight_update_group
-from areal_mega.weight_sync.config import WeightSyncConfig
+"""Trainer -> generation servers weight sync over torch.distributed broadcast groups (nccl / gloo), one per PP stage."""
+from areal_mega.weight_sync.broadcast import (
+    WeightSyncError,
+    WeightUpdateGroup,
+    broadcast_weights,
+    init_weight_update_group,
+    stream_weights,
+)
+from areal_mega.weight_sync.config import WeightSyncConfig, resolve_master_addr
+from areal_mega.weight_sync.stages import StageLayout, StageWeightSync
 
-__all__ = ["WeightSyncConfig", "WeightUpdateGroup", "broadcast_weights", "init_weight_update_group"]
+__all__ = ["StageLayout", "StageWeightSync", "WeightSyncConfig", "WeightSyncError", "WeightUpdateGroup",
+           "broadcast_weights", "init_weight_update_group", "resolve_master_addr", "stream_weights"]

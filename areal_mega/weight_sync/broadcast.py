@@ -3,21 +3,44 @@
     group = init_weight_update_group(client, "127.0.0.1", port, "weight_update_group", "gloo")
     stats = broadcast_weights(group, client, named_tensors, weight_version="3")
 
-The caller (the engine's rank that holds the gathered weights) feeds a plain
+The caller (the rank that holds its stage's gathered weights) feeds a plain
 iterable of (hf_name, full tensor); TP gathering and the HF <-> Megatron
-name map live in the engine. The trainer is rank 0 of the group; server i
+name map live in the engine. The sender is rank 0 of the group; server i
 (tp_size ranks each) is ranks 1 + i * tp_size ... (SGLang's `rank_offset +
-tp_rank`).
+tp_rank`; SGLang broadcasts from src 0 of the group named in the request).
 
 One update: pause every server (SGLang's /pause_generation, mode "abort" by
 default: running requests finish as "abort" and the rollout manager sends
 them again after the update, so no sample mixes two weight versions); then
-per bucket of at most `bucket_bytes` one /update_weights_from_distributed
-call per server (names/dtypes/shapes), issued concurrently with the
-broadcasts of that bucket's tensors, in the same order; the next bucket
-starts only when every server has answered, so no buffer a server may still
-read is reused. The last bucket carries `weight_version`; then caches are
-flushed, generation continues, and every server's version is checked.
+`stream_weights`: per bucket of at most `bucket_bytes` one
+/update_weights_from_distributed call per server (names/dtypes/shapes),
+issued concurrently with the broadcasts of that bucket's tensors, in the same
+order; the next bucket starts only when every server has answered, so no
+buffer a server may still read is reused. A bucket goes out as soon as the
+next tensor would overflow it, so the sender holds at most one bucket plus
+that one tensor. The last bucket carries `weight_version`; then caches are
+flushed, generation continues, and every server's version is checked. A
+failed update leaves the servers paused (they hold part of the new weights
+and must not serve them) and raises naming the servers that failed.
+
+Time-outs: the group's collectives, each HTTP call and each bucket as a whole
+are bounded by `timeout_s` (WeightSyncConfig.timeout_s); broadcasts run in
+daemon threads, so a broadcast stuck on a dead peer never blocks the error
+or the interpreter's exit.
+
+Pipeline parallelism (weight_sync/stages.py): one group per PP stage, as
+slime does. Stage s's sender (its tp 0, dp 0 rank) hosts the group
+`{group_name}_pp{s}` as its rank 0 on its own host and makes that group's
+HTTP calls itself (join and /update_weights_from_distributed with
+`group_name`), so its stage streams straight from its memory to the
+servers; every server joins every stage's group with the same rank_offset
+(SGLang keeps one group per name). The controller (global rank 0) pauses
+before and resumes after. Stages go in turn (stage s+1 starts when every rank
+agreed that stage s succeeded): SGLang serialises weight updates per server
+(`is_pause_cond`), so stages sending at once could leave server A receiving
+stage 0 while server B receives stage 1, each broadcast waiting for the other
+server. Only the last stage's final bucket carries the version, so a server
+reports the new version only once every stage has landed.
 """
 from __future__ import annotations
 
@@ -32,26 +55,31 @@ import torch
 import torch.distributed as dist
 
 from areal_mega.rollout.client import GenerationClient
-from areal_mega.weight_sync.group import join_group
+from areal_mega.weight_sync.group import DEFAULT_TIMEOUT_S, join_group
 
 DEFAULT_BUCKET_BYTES = 512 * 2**20
 
 
+class WeightSyncError(RuntimeError):
+    """A weight update failed; the message names the servers (URLs) and the step that failed."""
+
+
 @dataclass
 class WeightUpdateGroup:
-    """The trainer's handle: the process group (trainer = rank 0) and where its tensors must live."""
+    """The sender's handle: the process group (sender = rank 0) and where its tensors must live."""
 
     pg: dist.ProcessGroup
     group_name: str
     backend: str
     world_size: int
     device: torch.device
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
-def _as_client(client_or_urls, api_key: str | None = None) -> GenerationClient:
+def _as_client(client_or_urls, api_key: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> GenerationClient:
     if isinstance(client_or_urls, GenerationClient):
         return client_or_urls
-    return GenerationClient(list(client_or_urls), api_key=api_key)
+    return GenerationClient(list(client_or_urls), api_key=api_key, timeout_s=timeout_s)
 
 
 def _in_thread(fn, *args) -> Future:
@@ -68,6 +96,10 @@ def _in_thread(fn, *args) -> Future:
     return fut
 
 
+def describe_error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
 def init_weight_update_group(
     client_or_urls,
     master_addr: str,
@@ -75,54 +107,114 @@ def init_weight_update_group(
     group_name: str = "weight_update_group",
     backend: str = "gloo",
     tp_size: int = 1,
-    timeout_s: float = 300.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     api_key: str | None = None,
 ) -> WeightUpdateGroup:
-    """Create the group: the trainer hosts the store on master_addr:master_port as rank 0 while every
-    server joins through /init_weights_update_group. world_size = 1 + num_servers * tp_size."""
-    client = _as_client(client_or_urls, api_key)
+    """Create the group: this process hosts the store on master_addr:master_port as rank 0 while every
+    server joins through /init_weights_update_group. world_size = 1 + num_servers * tp_size.
+
+    Raises WeightSyncError naming the address, the port and the servers that failed or did not
+    answer within `timeout_s`.
+    """
+    client = _as_client(client_or_urls, api_key, timeout_s)
     world_size = 1 + len(client.urls) * tp_size
+    where = f"weight-update group {group_name!r} at tcp://{master_addr}:{master_port}"
 
     async def run():
         joined = asyncio.wrap_future(
             _in_thread(join_group, master_addr, master_port, 0, world_size, group_name, backend, timeout_s)
         )
-        calls = [asyncio.ensure_future(client.init_weights_update_group(
+        calls = {url: asyncio.ensure_future(client.init_weights_update_group(
             url, master_addr, master_port, 1 + i * tp_size, world_size, group_name, backend))
-            for i, url in enumerate(client.urls)]
+            for i, url in enumerate(client.urls)}
         try:
-            done, _ = await asyncio.wait([joined, *calls], return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # a failed server call raises here instead of waiting out the rendezvous
-            await asyncio.gather(*calls)
-            return await joined
+            done, _ = await asyncio.wait([joined, *calls.values()], timeout=timeout_s + 10,
+                                         return_when=asyncio.FIRST_EXCEPTION)
+            problems = [f"{url}: {describe_error(t.exception())}" for url, t in calls.items()
+                        if t.done() and t.exception()]
+            problems += [f"{url}: no answer yet" for url, t in calls.items() if not t.done()]
+            if joined.done() and joined.exception():
+                problems.insert(0, f"this side: {describe_error(joined.exception())}")
+            elif not joined.done():
+                problems.insert(0, f"this side: rendezvous not finished within {timeout_s:g} s")
+            if problems:
+                raise WeightSyncError(f"{where} (world size {world_size}): " + "; ".join(problems))
+            return joined.result()
         finally:
+            for t in calls.values():
+                t.cancel()
             await client.close()
 
     pg = asyncio.run(run())
     device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    return WeightUpdateGroup(pg, group_name, backend, world_size, device)
+    return WeightUpdateGroup(pg, group_name, backend, world_size, device, timeout_s)
 
 
-def buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[list]:
-    """Group (name, tensor) pairs, in order, into lists of at most `bucket_bytes` (one larger tensor alone)."""
+def buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[tuple[list, bool]]:
+    """Group (name, tensor) pairs, in order, into lists of at most `bucket_bytes` (one larger tensor alone).
+
+    Yields (bucket, is_last). A bucket is yielded as soon as the next tensor would overflow it, so
+    at most one bucket and that one tensor are held at a time.
+    """
     bucket, size = [], 0
     for name, t in named_tensors:
         nbytes = t.numel() * t.element_size()
         if bucket and size + nbytes > bucket_bytes:
-            yield bucket
+            yield bucket, False
             bucket, size = [], 0
         bucket.append((name, t))
         size += nbytes
     if bucket:
-        yield bucket
+        yield bucket, True
 
 
 def _broadcast_bucket(group: WeightUpdateGroup, bucket: list) -> None:
+    if group.device.type == "cuda":
+        torch.cuda.set_device(group.device)  # a new thread starts on device 0
     for _, t in bucket:
         dist.broadcast(t, group=group.pg, group_src=0)
     if group.device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def stream_weights(
+    group: WeightUpdateGroup,
+    client_or_urls,
+    named_tensors: Iterable[tuple[str, torch.Tensor]],
+    weight_version: str | None = None,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    api_key: str | None = None,
+) -> dict:
+    """Send every (hf_name, full tensor) to every server, bucket by bucket; no pause, no resume.
+
+    The last bucket carries `weight_version` (None: the version stays). Tensors go in the
+    dtype given. Returns {"seconds", "bytes", "num_buckets", "num_tensors"}.
+    """
+    client = _as_client(client_or_urls, api_key, group.timeout_s)
+
+    async def run():
+        try:
+            return await _stream(client, group, named_tensors, weight_version, bucket_bytes)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+async def _stream(client, group, named_tensors, weight_version, bucket_bytes) -> dict:
+    nbytes = num_buckets = num_tensors = 0
+    t0 = time.perf_counter()
+    on_device = ((n, t.detach().to(group.device).contiguous()) for n, t in named_tensors)
+    for bucket, last in buckets(on_device, bucket_bytes):
+        await _send(client, group, bucket, weight_version if last else None, num_buckets)
+        num_buckets += 1
+        num_tensors += len(bucket)
+        nbytes += sum(t.numel() * t.element_size() for _, t in bucket)
+        del bucket
+    if num_buckets == 0:
+        raise ValueError("named_tensors: nothing to send")
+    return {"seconds": time.perf_counter() - t0, "bytes": nbytes, "num_buckets": num_buckets,
+            "num_tensors": num_tensors}
 
 
 def broadcast_weights(
@@ -134,67 +226,71 @@ def broadcast_weights(
     pause_mode: str | None = "abort",
     api_key: str | None = None,
 ) -> dict:
-    """Send every (hf_name, full tensor) to every server and set their weight version.
+    """Pause, send every (hf_name, full tensor) to every server, set their weight version, resume.
 
     Tensors are sent in the dtype given (the dtype the server runs).
     `pause_mode` None (or "none") skips the pause (when nothing can be generating).
     Returns {"seconds", "gigabytes", "gb_per_s", "num_buckets", "num_tensors"}
     (GB = 1e9 bytes, counted once, not per server).
     """
-    client = _as_client(client_or_urls, api_key)
+    client = _as_client(client_or_urls, api_key, group.timeout_s)
     weight_version = str(weight_version)
-    pause_mode = None if pause_mode == "none" else pause_mode
 
     async def run():
-        loop = asyncio.get_running_loop()
-        if pause_mode is not None:
-            await client.pause_generation(pause_mode)
-        nbytes = num_buckets = num_tensors = 0
-        t0 = time.perf_counter()
-        pending = None
         try:
-            for bucket in buckets(named_tensors, bucket_bytes):
-                if pending is not None:  # the previous bucket; its version marker rides on the last one
-                    await _send(client, group, pending, None, loop)
-                pending = [(n, t.detach().to(group.device).contiguous()) for n, t in bucket]
-                num_buckets += 1
-                num_tensors += len(pending)
-                nbytes += sum(t.numel() * t.element_size() for _, t in pending)
-            if pending is None:
-                raise ValueError("named_tensors: nothing to send")
-            await _send(client, group, pending, weight_version, loop)
-            seconds = time.perf_counter() - t0
-            await client.flush_cache()
+            await pause(client, pause_mode)
+            out = await _stream(client, group, named_tensors, weight_version, bucket_bytes)
+            await resume_and_check(client, weight_version)
         finally:
-            if pause_mode is not None:
-                await client.continue_generation()
             await client.close()
-        versions = await _versions(client)
-        if any(v != weight_version for v in versions):
-            raise RuntimeError(f"weight version not updated: servers report {versions}, expected {weight_version}")
-        return {"seconds": seconds, "gigabytes": nbytes / 1e9, "gb_per_s": nbytes / 1e9 / seconds,
-                "num_buckets": num_buckets, "num_tensors": num_tensors}
+        return {"seconds": out["seconds"], "gigabytes": out["bytes"] / 1e9,
+                "gb_per_s": out["bytes"] / 1e9 / out["seconds"], "num_buckets": out["num_buckets"],
+                "num_tensors": out["num_tensors"]}
 
     return asyncio.run(run())
 
 
-async def _versions(client: GenerationClient) -> list[str]:
-    try:
-        return await client.get_weight_versions()
-    finally:
-        await client.close()
+async def pause(client: GenerationClient, pause_mode: str | None) -> None:
+    """/pause_generation on every server (skipped for None or "none")."""
+    if pause_mode not in (None, "none"):
+        await client.pause_generation(pause_mode)
 
 
-async def _send(client: GenerationClient, group: WeightUpdateGroup, bucket: list, weight_version, loop) -> None:
-    """One bucket: HTTP calls to every server and the broadcasts, concurrently; wait for both."""
+async def resume_and_check(client: GenerationClient, weight_version: str) -> None:
+    """After a whole update: flush caches, continue generation, check every server reports the version."""
+    await client.flush_cache()
+    await client.continue_generation()
+    versions = await client.get_weight_versions()
+    if any(v != weight_version for v in versions):
+        raise WeightSyncError(f"weight version not updated: servers {client.urls} report {versions}, "
+                              f"expected {weight_version}")
+
+
+async def _send(client: GenerationClient, group: WeightUpdateGroup, bucket: list, weight_version,
+                index: int) -> None:
+    """One bucket: HTTP calls to every server and the broadcasts, concurrently, within group.timeout_s."""
     names = [n for n, _ in bucket]
     dtypes = [str(t.dtype).removeprefix("torch.") for _, t in bucket]
     shapes = [list(t.shape) for _, t in bucket]
-    calls = [asyncio.ensure_future(client.update_weights_from_distributed(
-        url, names, dtypes, shapes, group.group_name, weight_version=weight_version)) for url in client.urls]
-    sent = loop.run_in_executor(None, _broadcast_bucket, group, bucket)
-    results = await asyncio.gather(sent, *calls, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        raise RuntimeError(f"weight update bucket ({len(names)} tensors, first {names[0]}) failed: {errors[0]}") \
-            from errors[0]
+    calls = {url: asyncio.ensure_future(client.update_weights_from_distributed(
+        url, names, dtypes, shapes, group.group_name, weight_version=weight_version)) for url in client.urls}
+    sent = asyncio.wrap_future(_in_thread(_broadcast_bucket, group, bucket))
+    done, pending = await asyncio.wait([sent, *calls.values()], timeout=group.timeout_s,
+                                       return_when=asyncio.FIRST_EXCEPTION)
+    if not pending and not any(t.exception() for t in done):
+        return
+    if pending and any(t.exception() for t in done):  # let the other calls report for a moment
+        _, pending = await asyncio.wait(pending, timeout=min(5.0, group.timeout_s))
+    for t in pending:
+        t.cancel()
+    problems = [f"{url}: {describe_error(t.exception())}" for url, t in calls.items()
+                if t.done() and not t.cancelled() and t.exception()]
+    problems += [f"{url}: no answer within {group.timeout_s:g} s" for url, t in calls.items() if t in pending]
+    if sent.done() and not sent.cancelled() and sent.exception():
+        problems.append(f"broadcast: {describe_error(sent.exception())}")
+    elif sent in pending:
+        problems.append(f"broadcast: not finished within {group.timeout_s:g} s")
+    down = [url for url, ok in zip(client.urls, await client.check_health(force=True)) if not ok]
+    raise WeightSyncError(
+        f"weight update of group {group.group_name!r} failed at bucket {index} ({len(names)} tensors, first "
+        f"{names[0]}); servers not answering /health: {down or 'none'}; " + "; ".join(problems))

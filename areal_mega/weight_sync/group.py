@@ -25,6 +25,10 @@ from torch.distributed.distributed_c10d import PrefixStore, _new_process_group_h
 DEFAULT_TIMEOUT_S = 300.0
 
 
+class RendezvousError(RuntimeError):
+    """Joining a weight-update group failed; the message names the group, address, port and rank."""
+
+
 def join_group(
     master_address: str,
     master_port: int,
@@ -45,13 +49,19 @@ def join_group(
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
     timeout = datetime.timedelta(seconds=timeout_s)
-    store = dist.TCPStore(
-        master_address, int(master_port), world_size, is_master=(rank == 0), timeout=timeout, wait_for_workers=False
-    )
-    store = PrefixStore(group_name, store)
-    pg, _ = _new_process_group_helper(
-        world_size, rank, [], dist.Backend(backend), store, group_name=group_name, timeout=timeout
-    )
+    where = (f"weight-update group {group_name!r}: rendezvous at tcp://{master_address}:{master_port} "
+             f"(rank {rank} of {world_size}, {backend}, time-out {timeout_s:g} s)")
+    try:
+        store = dist.TCPStore(
+            master_address, int(master_port), world_size, is_master=(rank == 0), timeout=timeout,
+            wait_for_workers=False,
+        )
+        store = PrefixStore(group_name, store)
+        pg, _ = _new_process_group_helper(
+            world_size, rank, [], dist.Backend(backend), store, group_name=group_name, timeout=timeout
+        )
+    except Exception as e:  # the store's and gloo's messages do not say which rendezvous failed
+        raise RendezvousError(f"{where} failed: {type(e).__name__}: {e}") from e
     _world.pg_group_ranks[pg] = {i: i for i in range(world_size)}
     return pg
 

@@ -22,8 +22,22 @@ PROMPTS = [[5, 6, 7, 8], [20, 21], [40, 41, 42, 43, 44, 45]]
 def test_buckets_keep_order_and_size():
     tensors = [(f"t{i}", torch.zeros(n, dtype=torch.float32)) for i, n in enumerate([10, 10, 30, 5, 1, 100])]
     got = list(buckets(tensors, bucket_bytes=80))
-    assert [[n for n, _ in b] for b in got] == [["t0", "t1"], ["t2"], ["t3", "t4"], ["t5"]]
-    assert [n for b in got for n, _ in b] == [n for n, _ in tensors]
+    assert [[n for n, _ in b] for b, _ in got] == [["t0", "t1"], ["t2"], ["t3", "t4"], ["t5"]]
+    assert [last for _, last in got] == [False, False, False, True]
+    assert [n for b, _ in got for n, _ in b] == [n for n, _ in tensors]
+
+
+def test_buckets_stream_holding_one_bucket_and_one_tensor():
+    """A bucket goes out when the next tensor would overflow it: the source is read only one tensor ahead."""
+    pulled = []
+
+    def source():
+        for i in range(6):
+            pulled.append(i)
+            yield f"t{i}", torch.zeros(10, dtype=torch.float32)  # 40 bytes each; 2 per 80-byte bucket
+
+    for k, (bucket, _) in enumerate(buckets(source(), bucket_bytes=80)):
+        assert len(pulled) == min(2 * k + 3, 6)  # this bucket's two tensors + the one that did not fit
 
 
 @pytest.mark.multirank

@@ -1,24 +1,28 @@
 """torchrun worker: a Megatron trainer (TP or PP over 2 ranks) syncs its weights to two reference servers.
 
 The servers (URLs in --urls) run the checkpoint in --model. Every rank builds the
-same trainable `Engine`; then, twice: one train step (Adam, large lr) moves the
-weights, `Engine.all_hf_weights()` is broadcast (rank 0 sends, every rank
-consumes) in small buckets, and rank 0 asks each server for greedy
-continuations. The trainer's own greedy decode comes from `engine.forward`:
+same trainable `Engine` and a `StageWeightSync` (each PP stage's sender joins its
+own weight-update group); then, twice: one train step (Adam, large lr) moves the
+weights, every stage's sender streams `Engine.hf_weights()` of its stage in small
+buckets, and rank 0 asks each server for greedy continuations. The trainer's own greedy decode comes from `engine.forward`:
 at each step every vocabulary token is scored as a one-token response, so the
 argmax is the engine's greedy choice (no export, no transformers model).
 
 Before the first step the servers' greedy samples of the checkpoint are taken
 and scored by the engine too (same starting weights on both sides).
 
-Rank 0 writes rank0.json (other ranks write {}):
+Each rank measures the growth of its peak RSS during each sync (VmHWM reset through
+/proc/self/clear_refs just before, minus VmRSS then) and writes rank{r}.json with
+  rss_growth: {"v1", "v2"} -> bytes; largest_param_bytes: its stage's largest Megatron
+  parameter; largest_sent_bytes: the largest tensor it sent (0 unless a sender)
+Rank 0's file also holds:
   engine_greedy: {"v1", "v2"} -> per prompt `[max_new_tokens]` token ids
   greedy_margin: {"v1", "v2"} -> smallest top-1 minus top-2 logprob over those decode steps
   server_greedy: {"original", "v1", "v2"} -> per server, per prompt token ids
   server_versions: {"original", "v1", "v2"} -> per server, the version of each sample
   reported_versions: {"v1", "v2"} -> per server, /get_weight_version after the sync
   max_dlogprob: {"original", "v1", "v2"} -> max |server logprob - engine.forward logprob| over all tokens
-  sync: {"v1", "v2"} -> broadcast_weights stats; sent_names: HF names sent (sync 1)
+  sync: {"v1", "v2"} -> StageWeightSync.sync stats; sent_names: HF names sent by every stage (sync 1)
 """
 import argparse
 import asyncio
@@ -32,10 +36,9 @@ from areal_mega.engine.config import EngineConfig, OptimizerConfig, ParallelConf
 from areal_mega.engine.engine import Engine
 from areal_mega.engine.packing import SeqBatch
 from areal_mega.platform import init_distributed
-from areal_mega.platform.device import free_port
 from areal_mega.rollout.client import GenerationClient
 from areal_mega.rollout.manager import generate_sync
-from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
+from areal_mega.weight_sync import StageLayout, StageWeightSync, WeightSyncConfig
 
 PROMPTS = [[5, 6, 7, 8], [20, 21], [40, 41, 42, 43, 44, 45]]
 
@@ -52,10 +55,14 @@ def engine_greedy(engine: Engine, prompts: list[list[int]], max_new_tokens: int)
     margin = float("inf")
     for _ in range(max_new_tokens):
         batch = SeqBatch([s + [v] for s in seqs for v in range(vocab)], [len(s) for s in seqs for _ in range(vocab)])
-        lp = engine.forward(batch if dist.get_rank() == 0 else None)["logprobs"]
-        top = torch.cat(lp).view(len(seqs), vocab).topk(2, dim=-1)
-        margin = min(margin, (top.values[:, 0] - top.values[:, 1]).min().item())
-        for s, t in zip(seqs, top.indices[:, 0].tolist()):
+        out = engine.forward(batch if dist.get_rank() == 0 else None)  # rank 0 only; it shares the choice
+        box = [None]
+        if out is not None:
+            top = torch.cat(out["logprobs"]).view(len(seqs), vocab).topk(2, dim=-1)
+            box = [((top.values[:, 0] - top.values[:, 1]).min().item(), top.indices[:, 0].tolist())]
+        dist.broadcast_object_list(box, src=0)
+        margin = min(margin, box[0][0])
+        for s, t in zip(seqs, box[0][1]):
             s.append(t)
     return [s[len(p):] for s, p in zip(seqs, prompts)], margin
 
@@ -87,8 +94,10 @@ def server_logprob_gap(engine: Engine, server_ids, server_lps) -> float:
     lps = [r for per_server in server_lps for r in per_server]
     prompts = PROMPTS * len(server_ids)
     batch = SeqBatch([p + r for p, r in zip(prompts, ids)], [len(p) for p in prompts])
-    mine = engine.forward(batch if dist.get_rank() == 0 else None)["logprobs"]
-    return max((m - torch.tensor(s)).abs().max().item() for m, s in zip(mine, lps))
+    out = engine.forward(batch if dist.get_rank() == 0 else None)  # rank 0 only; it shares the figure
+    box = [max((m - torch.tensor(s)).abs().max().item() for m, s in zip(out["logprobs"], lps)) if out else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def reported_versions(urls: list[str]) -> list[str]:
@@ -103,11 +112,27 @@ def reported_versions(urls: list[str]) -> list[str]:
     return asyncio.run(run())
 
 
-def recording(named, sent: list):
-    """Pass (hf_name, tensor) pairs through as float32, appending each name to `sent`."""
+def recording(named, sent: list, sizes: list):
+    """Pass (hf_name, tensor) pairs through as float32, appending each name to `sent`, its bytes to `sizes`."""
     for name, tensor in named:
         sent.append(name)
+        sizes.append(tensor.numel() * 4)
         yield name, tensor.float()
+
+
+def status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measured_sync(sync: StageWeightSync, named, version: str) -> tuple[dict, int]:
+    """Run one sync; returns (its stats, this rank's peak RSS growth in bytes during it)."""
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = status_kib("VmRSS")
+    stats = sync.sync(named, version)
+    return stats, (status_kib("VmHWM") - before) * 1024
 
 
 def main():
@@ -134,12 +159,16 @@ def main():
     )
     engine = Engine(cfg)
     result = {key: {} for key in ("engine_greedy", "greedy_margin", "server_greedy", "server_versions",
-                                  "reported_versions", "max_dlogprob", "sync")}
-    group = server_ids = server_lps = None
+                                  "reported_versions", "max_dlogprob", "sync", "rss_growth")}
+    t = engine.topo
+    layout = StageLayout(t.pp_rank, t.pp_size, t.is_sync_rank, t.dp_rank == 0, engine.object_group)
+    sync = StageWeightSync(layout, WeightSyncConfig(backend="gloo", bucket_bytes=args.bucket_bytes))
+    server_ids = server_lps = None
     if rank0:
         server_ids, server_lps, versions = ask_servers(urls, args.max_new_tokens)
         result["server_greedy"]["original"], result["server_versions"]["original"] = server_ids, versions
-        group = init_weight_update_group(urls, "127.0.0.1", free_port(), "weight_update_group", "gloo")
+    sync.join(urls if rank0 else None)
+    result["largest_param_bytes"] = max(p.numel() * p.element_size() for p in engine.gpt.parameters())
     result["max_dlogprob"]["original"] = server_logprob_gap(engine, server_ids, server_lps)
     batch = perturbation_batch(engine.dims.vocab_size)
     for version in ("1", "2"):
@@ -147,20 +176,20 @@ def main():
         stats = engine.train_step(batch if rank0 else None, loss_fn)
         assert stats["skipped"] == 0.0, stats
         result["engine_greedy"][key], result["greedy_margin"][key] = engine_greedy(engine, PROMPTS, args.max_new_tokens)
-        named = engine.all_hf_weights()
+        sent, sizes = [], []
+        named = recording(engine.hf_weights(), sent, sizes) if layout.gathers else None
+        result["sync"][key], result["rss_growth"][key] = measured_sync(sync, named, version)
+        result["largest_sent_bytes"] = max(sizes) if layout.sender else 0
+        every = [None] * dist.get_world_size()
+        dist.all_gather_object(every, sent if layout.sender else [])
+        result.setdefault("sent_names", [n for names in every for n in names])
         if rank0:
-            sent = []
-            result["sync"][key] = broadcast_weights(group, urls, recording(named, sent), version,
-                                                    bucket_bytes=args.bucket_bytes)
-            result.setdefault("sent_names", sent)
             result["reported_versions"][key] = reported_versions(urls)
             server_ids, server_lps, versions = ask_servers(urls, args.max_new_tokens)
             result["server_greedy"][key], result["server_versions"][key] = server_ids, versions
-        else:
-            for _ in named:
-                pass
         result["max_dlogprob"][key] = server_logprob_gap(engine, server_ids, server_lps)
-    Path(args.out, f"rank{dist.get_rank()}.json").write_text(json.dumps(result if rank0 else {}))
+    mine = result if rank0 else {k: result[k] for k in ("rss_growth", "largest_param_bytes", "largest_sent_bytes")}
+    Path(args.out, f"rank{dist.get_rank()}.json").write_text(json.dumps(mine))
     dist.destroy_process_group()
 
 
