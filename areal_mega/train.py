@@ -35,16 +35,16 @@ def rl_step(s: Session, max_new_tokens: int) -> dict:
     if s.cfg.trainer.rollout_only:
         return {**rollout_metrics(rollout, rewards, correct), **times} if s.is_controller else {}
     rollout, rewards, mask = s.prepare(rollout, rewards) if s.is_controller else (None, None, None)
-    train_lp, ref_lp = timed(times, "logprobs", s.logprobs, rollout)
-    batch, algo_stats = s.advantages(rollout, rewards, mask, train_lp, ref_lp) if s.is_controller else (None, {})
-    train_stats = timed(times, "train", s.train, batch)
+    old_lp, ref_lp = timed(times, "logprobs", s.logprobs, rollout)
+    batch, algo_stats = s.advantages(rollout, rewards, mask, old_lp, ref_lp) if s.is_controller else (None, {})
+    train_stats, mismatch = timed(times, "train", s.train, batch)
     sync_stats = timed(times, "sync", s.sync_weights)
     if not s.is_controller:
         return {}
     return {
         **rollout_metrics(rollout, rewards, correct),
         "train/tokens_per_s": sum(len(ids) for ids in batch.input_ids) / times["time/train"],
-        **algo_stats, **{f"train/{k}": v for k, v in train_stats.items()}, **sync_stats, **times,
+        **algo_stats, **mismatch, **{f"train/{k}": v for k, v in train_stats.items()}, **sync_stats, **times,
     }
 
 

@@ -1,8 +1,9 @@
 """Train-vs-rollout log-prob mismatch and the importance-ratio cap.
 
-Both compare two log-prob tensors of the same tokens, `[batch, max_response_len]`
-float32, over `mask` (bool or float, same shape), all-reduced over an optional
-DP process `group` so every rank sees the global figure.
+Both compare two log-prob tensors of the same tokens, float32 of any one shape
+(the trainer passes flat `[num_tokens]` response tokens), over `mask` (bool or
+float, same shape), all-reduced over an optional DP process `group` so every
+rank sees the global figure.
 """
 from __future__ import annotations
 

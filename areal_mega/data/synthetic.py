@@ -29,3 +29,13 @@ def synthetic_split(
     held = [record(a, b, "synthetic_heldout") for a, b in pairs[:heldout]]
     train = [record(a, b, "synthetic_train") for a, b in pairs[heldout:]]
     return train, held
+
+
+def off_by_one(answer: str, rng: random.Random) -> str:
+    """A near miss of an integer `answer`: one more or one less, chosen by `rng` ("68" -> "67" or "69");
+    the noisy teacher's mistake in the quickstart's warm start (trainer.sft_label_noise)."""
+    try:
+        value = int(answer)
+    except ValueError:
+        raise ValueError(f"off_by_one: answer {answer!r} is not an integer") from None
+    return str(value + rng.choice((-1, 1)))

@@ -1,8 +1,8 @@
-"""Controller-side batch building: rollouts + rewards -> the engine's SeqBatch, per-token tensors.
+"""Controller-side batch building: rollouts -> the engine's SeqBatch; rollout dumps for replay.
 
-The algorithm works on padded `[batch, max_response_len]` float32 tensors with
-a `response_mask`; the engine on per-sequence `[response_len]` tensors. These
-functions convert between the two and score rollouts.
+Per-token data stays flat: the algorithm works on `[num_tokens]` float32
+tensors (the responses concatenated) with per-sample lengths; a SeqBatch
+field holds per-sequence views into them.
 """
 from __future__ import annotations
 
@@ -13,22 +13,6 @@ import torch
 
 from areal_mega.engine.packing import SeqBatch
 from areal_mega.rollout.manager import RolloutBatch
-
-
-def to_padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[R_i] tensors -> ([B, L] float32 zero-padded, [B, L] bool response_mask)."""
-    width = max(len(r) for r in rows)
-    out = torch.zeros(len(rows), width)
-    mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-        mask[i, : len(r)] = True
-    return out, mask
-
-
-def from_padded(x: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
-    """[B, L] -> per-row [R_i] float32 tensors."""
-    return [x[i, :n].float().clone() for i, n in enumerate(lengths)]
 
 
 def seq_batch(rollout: RolloutBatch, token_fields: dict[str, list[torch.Tensor]] | None = None) -> SeqBatch:

@@ -41,6 +41,9 @@ class TrainerConfig:
     eval_samples: int = 200  # held-out problems, one answer each
     eval_temperature: float = 0.0  # 0: greedy; else sampled at this temperature (seeded, same seeds every eval)
     max_staleness: int = 0  # weight versions a sample may lag behind the trainer
+    # SFT only: the fraction of targets whose answer is off by one (a near miss) (a noisy teacher;
+    # the quickstart's warm start, whose samples are then right ~(1 - noise) of the time, for RL to correct)
+    sft_label_noise: float = 0.0
     log_every: int = 1
     # rollout and training apart (slime's --debug-rollout-only / --debug-train-only):
     dump_rollouts: bool = False  # save each step's rollout to run_dir/rollouts/step_N.json (+ .answers.json)
@@ -57,6 +60,8 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name} must be >= 0")
         if self.eval_temperature < 0:
             raise ValueError("trainer.eval_temperature must be >= 0 (0 = greedy)")
+        if not 0.0 <= self.sft_label_noise < 1.0:
+            raise ValueError(f"trainer.sft_label_noise must be in [0, 1), got {self.sft_label_noise}")
         if self.keep_last < 1:
             raise ValueError("trainer.keep_last must be >= 1")
         if (self.rollout_only or self.replay_rollouts) and self.mode != "rl":

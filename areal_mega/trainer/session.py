@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from areal_mega.algo.mismatch import logprob_mismatch
 from areal_mega.cluster import trainer_server_gpus
 from areal_mega.config import save_config, to_dict
 from areal_mega.data import ResumableSampler, build_prompts, load_records, synthetic_split
+from areal_mega.data.synthetic import off_by_one
 from areal_mega.engine.checkpoint import load_checkpoint, save_checkpoint
 from areal_mega.engine.engine import Engine
 from areal_mega.metrics import MetricsLogger
@@ -33,12 +35,10 @@ from areal_mega.rollout import GenerationClient, generate_sync, launch_servers
 from areal_mega.trainer.batch import (
     check_staleness,
     drop_empty,
-    from_padded,
     load_step_rollout,
     save_step_rollout,
     select,
     seq_batch,
-    to_padded,
 )
 from areal_mega.trainer.config import RunConfig
 from areal_mega.weight_sync import StageLayout, StageWeightSync
@@ -197,45 +197,63 @@ class Session:
         return rewards, torch.tensor(correct, dtype=torch.float32)
 
     def prepare(self, rollout, rewards):
-        """Controller: dynamic sampling + over-long policy. Returns (rollout, rewards, mask, truncated)."""
+        """Controller: dynamic sampling + over-long policy. Returns (rollout, rewards `[num_samples]`,
+        loss mask `[num_tokens]` float32 over the flat response tokens)."""
         algo = self.cfg.algo
         group_ids = torch.tensor(rollout.prompt_index)
         if algo.dynamic_sampling:
             keep = dynamic_sampling_mask(rewards, group_ids).nonzero().flatten().tolist()
             if keep:
                 rollout, rewards = select(rollout, keep), rewards[keep]
-        mask = to_padded([torch.ones(len(r)) for r in rollout.response_ids])[1]
         truncated = torch.tensor([f == "length" for f in rollout.finish_reasons])
-        rewards, mask = apply_overlong(rewards, mask, truncated, algo.overlong, algo.reward_wrong)
-        return rollout, rewards, mask
+        rewards, keep = apply_overlong(rewards, torch.ones(len(rollout), 1), truncated, algo.overlong, algo.reward_wrong)
+        lengths = torch.tensor([len(r) for r in rollout.response_ids])
+        return rollout, rewards, torch.repeat_interleave(keep[:, 0], lengths)  # flat [num_tokens] loss mask
 
     def logprobs(self, rollout):
-        """All ranks: (old_logprobs, ref_logprobs, train_logprobs) per sequence, or None where not used."""
+        """All ranks: (recomputed old log-probs, reference log-probs), flat `[num_tokens]` on the controller,
+        each None where not needed (and None on the other ranks).
+
+        The policy forward runs only with algo.old_logprobs=recompute; with "rollout" the train/rollout
+        mismatch is taken from the first training forward of the step instead (`train`), so a step runs
+        one policy forward per micro-batch, plus the reference model's when the KL term is on.
+        """
+        recompute = self.cfg.algo.old_logprobs == "recompute"
+        if not recompute and self.ref is None:
+            return None, None
         batch = seq_batch(rollout) if self.is_controller else None
         temperature = self.cfg.rollout.temperature or 1.0
-        train = self.policy.forward(batch, temperature=temperature)["logprobs"]
-        ref = self.ref.forward(batch, temperature=temperature)["logprobs"] if self.ref else None
-        return train, ref
 
-    def advantages(self, rollout, rewards, mask, train_lp, ref_lp):
-        """Controller: KL-in-reward, gamma = lambda = 1 returns, normalisation -> SeqBatch for training."""
+        def flat(engine):
+            out = engine.forward(batch, temperature=temperature)
+            return torch.cat(out["logprobs"]) if out is not None else None
+
+        return flat(self.policy) if recompute else None, flat(self.ref) if self.ref else None
+
+    def advantages(self, rollout, rewards, mask, old_lp, ref_lp):
+        """Controller: KL-in-reward, gamma = lambda = 1 returns, normalisation -> SeqBatch for training.
+
+        Per-token data stays flat (`[num_tokens]`, the responses concatenated); old_lp: the recomputed
+        old log-probs, None to use the rollout's."""
         algo = self.cfg.algo
-        lengths = [len(r) for r in rollout.response_ids]
-        rollout_lp = [torch.tensor(lp, dtype=torch.float32) for lp in rollout.rollout_logprobs]
-        old = rollout_lp if algo.old_logprobs == "rollout" else train_lp
-        old_pad = to_padded(old)[0]
-        ref_pad = to_padded(ref_lp)[0] if ref_lp is not None else None
-        adv, stats = compute_advantages(algo, rewards, mask, old_logprobs=old_pad, ref_logprobs=ref_pad,
+        lengths = torch.tensor([len(r) for r in rollout.response_ids])
+        rollout_lp = torch.tensor([x for lp in rollout.rollout_logprobs for x in lp], dtype=torch.float32)
+        old = old_lp if old_lp is not None else rollout_lp
+        adv, stats = compute_advantages(algo, rewards, mask, lengths, old_logprobs=old, ref_logprobs=ref_lp,
                                         group_ids=torch.tensor(rollout.prompt_index))
-        fields = {"advantages": from_padded(adv, lengths), "old_logprobs": old,
-                  "loss_mask": from_padded(mask.float(), lengths)}
+        split = lengths.tolist()
+        fields = {"advantages": adv.split(split), "old_logprobs": old.split(split), "loss_mask": mask.float().split(split)}
         if ref_lp is not None and not algo.kl_in_reward:
-            fields["ref_logprobs"] = ref_lp
-        stats.update(logprob_mismatch(to_padded(train_lp)[0], to_padded(rollout_lp)[0], mask))
-        return seq_batch(rollout, fields), {k: float(v) for k, v in stats.items()}
+            fields["ref_logprobs"] = ref_lp.split(split)
+        if old_lp is not None:  # the forward that recomputed them is the mismatch's trainer side
+            stats.update(logprob_mismatch(old_lp, rollout_lp, mask))
+        return seq_batch(rollout, {k: list(v) for k, v in fields.items()}), {k: float(v) for k, v in stats.items()}
 
     def train(self, batch) -> dict:
-        """All ranks: PPO minibatch updates over the batch (minibatches x epochs optimizer steps)."""
+        """All ranks: PPO minibatch updates over the batch (minibatches x epochs optimizer steps).
+
+        Returns (the last update's stats, the train/rollout mismatch): with algo.old_logprobs=rollout the
+        controller's `logprob_mismatch` of the first minibatch's forward, before any update ({} otherwise)."""
         algo = self.cfg.algo
         temperature = self.cfg.rollout.temperature or 1.0
 
@@ -247,21 +265,33 @@ class Session:
             )
             return loss, {**stats, "entropy": entropy.mean()}
 
-        stats = {}
-        for _ in range(algo.ppo_epochs):
-            for part in self._minibatches(batch, algo.ppo_minibatches):
-                stats = self.policy.train_step(part, loss_fn, temperature=temperature)
+        # with old log-probs from the rollout, the first update's forward (weights not yet moved) gives the
+        # train/rollout mismatch: no separate policy forward per step
+        from_rollout = algo.old_logprobs == "rollout"
+        stats, mismatch = {}, {}
+        for epoch in range(algo.ppo_epochs):
+            for i, part in enumerate(self._minibatch_parts(batch, algo.ppo_minibatches)):
+                first = epoch == 0 and i == 0
+                stats = self.policy.train_step(part, loss_fn, temperature=temperature,
+                                               return_logprobs=first and from_rollout)
+                if "logprobs" in stats:  # the controller's, of the first minibatch (the whole batch with one)
+                    fields = part.token_fields
+                    mismatch = logprob_mismatch(stats.pop("logprobs"), torch.cat(fields["old_logprobs"]),
+                                                torch.cat(fields["loss_mask"]))
                 if stats["skipped"] and self.is_controller:
                     print(f"[areal_mega] step {self.step}: non-finite loss or gradient, update skipped", flush=True)
-        return stats
+        return stats, mismatch
 
-    def _minibatches(self, batch, n: int):
-        box = [batch]
-        dist.broadcast_object_list(box, src=0)
-        batch = box[0]
-        order = list(range(len(batch)))
-        size = -(-len(order) // n)
-        return [batch.select(order[i : i + size]) for i in range(0, len(order), size)]
+    def _minibatch_parts(self, batch, n: int) -> list:
+        """All ranks: the step's minibatches (SeqBatch slices on the controller, None elsewhere; only their
+        number is broadcast, the engine sends each DP rank its share)."""
+        parts = None
+        if self.is_controller:
+            size = -(-len(batch) // n)
+            parts = [batch.select(list(range(i, min(i + size, len(batch))))) for i in range(0, len(batch), size)]
+        box = [len(parts) if parts is not None else None]
+        dist.broadcast_object_list(box, src=0, group=self.policy.object_group)
+        return parts if parts is not None else [None] * box[0]
 
     def sync_weights(self) -> dict:
         """All ranks: each stage's sender streams its stage to every server (weight_sync/stages.py);
@@ -320,16 +350,22 @@ def timed(times: dict, name: str, fn, *args):
 
 
 def sft_batch(session: Session):
-    """Controller: a batch of prompts with their gold answers as ` \\boxed{answer}` + EOS."""
+    """Controller: a batch of prompts with their gold answers as ` \\boxed{answer}` + EOS; with
+    trainer.sft_label_noise = p, each answer is off by one (`off_by_one`) with probability p."""
     if not session.is_controller:
         return None
     from areal_mega.engine.packing import SeqBatch
 
     tok = session.tokenizer
+    noise = session.cfg.trainer.sft_label_noise
+    rng = random.Random(f"sft_label_noise:{session.cfg.data.seed}:{session.step}")  # same draws on resume
     ids, prompt_lens = [], []
     for i in session.sampler.next_batch():
         prompt = session.prompts.input_ids[i]
-        answer = tok(f" \\boxed{{{session.prompts.records[i].answer}}}", add_special_tokens=False)["input_ids"]
+        gold = session.prompts.records[i].answer
+        if noise and rng.random() < noise:
+            gold = off_by_one(gold, rng)
+        answer = tok(f" \\boxed{{{gold}}}", add_special_tokens=False)["input_ids"]
         ids.append(prompt + answer + [tok.eos_token_id])
         prompt_lens.append(len(prompt))
     return SeqBatch(ids, prompt_lens)

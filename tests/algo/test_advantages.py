@@ -1,19 +1,47 @@
-"""Advantages against float64 loop references written from the formulas."""
+"""Advantages against float64 loop references written from the formulas.
+
+The functions take flat `[num_tokens]` tensors with per-sample `lengths`; the references are
+written over padded `[B, L]` rows, which these tests pass as flat tensors of B samples of L tokens
+each (padding = masked-out tokens) and reshape back."""
 import math
 
 import pytest
 import torch
 from algo_ref import kl_ref, random_batch
 
-from areal_mega.algo.advantages import (
-    compute_advantages,
-    gae,
-    last_token_index,
-    normalize_advantages,
-    reward_to_go,
-    token_rewards,
-)
+from areal_mega.algo import advantages as A
 from areal_mega.algo.config import AlgoConfig
+
+
+def _rows(x):
+    """[B, L] -> ([B * L], lengths [B] all L); None stays None."""
+    return None if x is None else x.reshape(-1)
+
+
+def _lens(mask):
+    return torch.full((mask.shape[0],), mask.shape[1], dtype=torch.int64)
+
+
+def token_rewards(task, mask, old=None, ref=None, kl_coef=0.0, kl_estimator="k1"):
+    return A.token_rewards(task, _rows(mask), _lens(mask), _rows(old), _rows(ref), kl_coef, kl_estimator).view(mask.shape)
+
+
+def reward_to_go(r, mask):
+    return A.reward_to_go(_rows(r), _rows(mask), _lens(mask)).view(mask.shape)
+
+
+def gae(r, mask, values=None, gamma=1.0, lam=1.0):
+    adv, ret = A.gae(_rows(r), _rows(mask), _lens(mask), _rows(values), gamma=gamma, lam=lam)
+    return adv.view(mask.shape), ret.view(mask.shape)
+
+
+def normalize_advantages(adv, mask, mode="batch", group_ids=None, eps=1e-5):
+    return A.normalize_advantages(_rows(adv), _rows(mask), _lens(mask), mode, group_ids, eps).view(mask.shape)
+
+
+def compute_advantages(cfg, task, mask, old=None, ref=None, group_ids=None):
+    adv, stats = A.compute_advantages(cfg, task, _rows(mask), _lens(mask), _rows(old), _rows(ref), group_ids)
+    return adv.view(mask.shape), stats
 
 
 @pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
@@ -31,9 +59,23 @@ def test_token_rewards_match_loop(estimator):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
 
 
-def test_last_token_index_with_holes_and_empty_rows():
-    mask = torch.tensor([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    assert last_token_index(mask).tolist() == [3, -1, 0, 4]
+def test_first_and_last_token_index_with_holes_and_empty_samples():
+    mask = torch.tensor([1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1], dtype=torch.bool)
+    lengths = torch.tensor([5, 2, 0, 1, 3])
+    assert A.last_token_index(mask, lengths).tolist() == [3, -1, -1, 7, 10]
+    assert A.first_token_index(mask, lengths).tolist() == [0, -1, -1, 7, 9]
+
+
+def test_ragged_samples_equal_padded_rows():
+    """The flat layout without padding gives the padded rows' values at the real tokens."""
+    task, old, ref, _, mask, lengths = random_batch(seed=13)
+    group_ids = torch.arange(len(task)) // 3
+    for cfg in (AlgoConfig(kl_coef=0.1, adv_norm="group"), AlgoConfig(kl_coef=0.1, adv_norm="batch", gamma=0.9)):
+        padded, stats = compute_advantages(cfg, task, mask, old, ref, group_ids)
+        flat, flat_stats = A.compute_advantages(cfg, task, torch.ones(int(lengths.sum()), dtype=torch.bool), lengths,
+                                                old[mask], ref[mask], group_ids)
+        torch.testing.assert_close(flat, padded[mask])
+        assert flat_stats == pytest.approx(stats)
 
 
 def test_reward_to_go_is_suffix_sum():
@@ -153,7 +195,9 @@ def test_compute_advantages_uses_gae_when_discounted():
 def test_bad_inputs_name_the_argument():
     task, old, ref, _, mask, _ = random_batch(seed=10)
     with pytest.raises(ValueError, match="old_logprobs"):
-        token_rewards(task, mask, old[:, :-1], ref, kl_coef=0.1)
+        A.token_rewards(task, _rows(mask), _lens(mask), _rows(old)[:-1], _rows(ref), kl_coef=0.1)
+    with pytest.raises(ValueError, match="lengths"):
+        A.token_rewards(task, _rows(mask), _lens(mask) + 1, _rows(old), _rows(ref), kl_coef=0.1)
     with pytest.raises(ValueError, match="task_rewards"):
         token_rewards(task[:-1], mask, old, ref, kl_coef=0.1)
     with pytest.raises(ValueError, match="ref_logprobs"):

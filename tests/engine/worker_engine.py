@@ -69,13 +69,18 @@ def main():
     batch = make_batch(vocab)
     result = {}
     packed = engine.forward(batch if dist.get_rank() == 0 else None, temperature=args.temperature)
-    ref = reference_logprobs(args.model, batch, args.temperature)
-    result["max_dlogprob"] = max((a - b).abs().max().item() for a, b in zip(packed["logprobs"], ref))
-    result["min_entropy"] = min(e.min().item() for e in packed["entropy"])
     engine.cfg.max_tokens_per_micro_batch = 30  # forces one sequence per row for the long ones
-    single = [engine.forward(batch.select([i]), temperature=args.temperature)["logprobs"][0] for i in range(len(batch))]
+    single = [engine.forward(batch.select([i]), temperature=args.temperature) for i in range(len(batch))]
     engine.cfg.max_tokens_per_micro_batch = 64
-    result["max_dlogprob_unpacked"] = max((a - b).abs().max().item() for a, b in zip(packed["logprobs"], single))
+    box = [None]
+    if dist.get_rank() == 0:  # results come back to rank 0 only; it shares the figures
+        ref = reference_logprobs(args.model, batch, args.temperature)
+        box = [{"max_dlogprob": max((a - b).abs().max().item() for a, b in zip(packed["logprobs"], ref)),
+                "min_entropy": min(e.min().item() for e in packed["entropy"]),
+                "max_dlogprob_unpacked": max((a - s["logprobs"][0]).abs().max().item()
+                                             for a, s in zip(packed["logprobs"], single))}]
+    dist.broadcast_object_list(box, src=0)
+    result.update(box[0])
     stats = engine.train_step(batch, loss_fn)
     result["step_loss"] = stats["loss"]
     weights = {name: t.flatten().tolist() for name, t in engine.hf_weights()}
