@@ -17,8 +17,9 @@ class RolloutConfig:
     n_samples: samples per prompt (AReaL v0.1: 8).
     temperature / top_p / top_k / max_new_tokens: SGLang sampling params.
     timeout_s: per /generate request; max_retries: attempts on other servers;
-    max_concurrency: requests in flight; health_interval_s: how often a server
-    out of the pool is probed.
+    max_concurrency_per_server: requests in flight per server (the client's
+    bound is this times the number of servers in the pool); health_interval_s:
+    how often a server out of the pool is probed.
     """
 
     backend: str = "reference"
@@ -35,13 +36,14 @@ class RolloutConfig:
     max_new_tokens: int = 8192
     timeout_s: float = 3600.0
     max_retries: int = 3
-    max_concurrency: int = 256
+    max_concurrency_per_server: int = 256
     health_interval_s: float = 2.0
 
     def __post_init__(self):
         if self.backend not in ("reference", "sglang", "vllm"):
             raise ValueError(f"rollout.backend must be reference, sglang or vllm, got {self.backend!r}")
-        for name in ("num_servers", "tp_size", "n_samples", "max_new_tokens", "max_concurrency"):
+        for name in ("num_servers", "tp_size", "n_samples", "max_new_tokens",
+                     "max_concurrency_per_server"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rollout.{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0:

@@ -155,7 +155,8 @@ class Session:
     def client(self) -> GenerationClient:
         rc = self.cfg.rollout
         return GenerationClient(self.urls, api_key=rc.api_key, timeout_s=rc.timeout_s,
-                                max_retries=rc.max_retries, max_concurrency=rc.max_concurrency,
+                                max_retries=rc.max_retries,
+                                max_concurrency=rc.max_concurrency_per_server * len(self.urls),
                                 health_interval_s=rc.health_interval_s)
 
     # ------------------------------------------------------------ RL phases

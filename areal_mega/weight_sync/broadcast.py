@@ -128,15 +128,17 @@ def init_weight_update_group(
             url, master_addr, master_port, 1 + i * tp_size, world_size, group_name, backend))
             for i, url in enumerate(client.urls)}
         try:
-            done, _ = await asyncio.wait([joined, *calls.values()], timeout=timeout_s + 10,
-                                         return_when=asyncio.FIRST_EXCEPTION)
+            done, pending = await asyncio.wait([joined, *calls.values()], timeout=timeout_s + 10,
+                                               return_when=asyncio.FIRST_EXCEPTION)
+            failed = any(t.exception() for t in done)
+            waiting = "still waiting" if failed else f"not finished within {timeout_s + 10:g} s"
             problems = [f"{url}: {describe_error(t.exception())}" for url, t in calls.items()
                         if t.done() and t.exception()]
-            problems += [f"{url}: no answer yet" for url, t in calls.items() if not t.done()]
+            problems += [f"{url}: {waiting}" for url, t in calls.items() if not t.done()]
             if joined.done() and joined.exception():
                 problems.insert(0, f"this side: {describe_error(joined.exception())}")
-            elif not joined.done():
-                problems.insert(0, f"this side: rendezvous not finished within {timeout_s:g} s")
+            elif pending and not failed:
+                problems.insert(0, f"this side: rendezvous {waiting}")
             if problems:
                 raise WeightSyncError(f"{where} (world size {world_size}): " + "; ".join(problems))
             return joined.result()

@@ -22,3 +22,17 @@ def test_defaults_and_overrides():
 def test_bad_values_name_the_field(schema, override, field):
     with pytest.raises(ConfigError, match=field):
         load_config(schema, overrides=[override])
+
+
+def test_concurrency_is_sized_from_the_server_count():
+    """rollout.max_concurrency_per_server x the servers in the pool bounds the trainer's client."""
+    from types import SimpleNamespace
+
+    from areal_mega.trainer.session import Session
+
+    rc = load_config(RolloutConfig, overrides=["max_concurrency_per_server=32"])
+    urls = [f"http://127.0.0.1:{3000 + i}" for i in range(5)]
+    client = Session.client(SimpleNamespace(cfg=SimpleNamespace(rollout=rc), urls=urls))
+    assert client.max_concurrency == 32 * 5
+    assert Session.client(SimpleNamespace(cfg=SimpleNamespace(rollout=rc), urls=urls[:2])).max_concurrency == 64
+    assert RolloutConfig().max_concurrency_per_server == 256
