@@ -1,130 +1,224 @@
-"""Reward throughput: our worker pool vs in-process checks vs HF math-verify, on the same mixed samples.
+"""Reward checker: agreement with HF math-verify on the real gold answers, false positives / negatives, answers/s.
 
-Samples (10,000; 1,000 with --quick) pair gold answers from MATH-500 and
-DeepScaleR (synthetic arithmetic if the shared data is absent) with responses
-of six kinds: the gold verbatim in \\boxed{}, an equivalent rewrite, another
-problem's answer, no answer, a long rambling response, and a hostile one.
-Reports answers/s of each path, the pool's speed-up over in-process checks,
-agreement with math-verify (where it is installed; it is slow, so it checks a
-seeded random subset of the same samples, in a child process under a memory
-limit), and peak memory.
+Gold answers: all of MATH-500, AIME 2024 and AMC 2023 (570, `areal_mega.data`).
+Each gold yields the rewrites a model actually produces, all equivalent by
+construction (label True): the gold verbatim, `\\dfrac`, plain `a/b`,
+spacing and `\\left( \\right)`, a decimal for a terminating fraction, `x = G`,
+thousands separators, units added (`\\text{ cm}`, `\\$`, `^\\circ`), intervals
+written as inequalities, lists and sets reordered, a mixed number; and wrong
+answers (label False): another problem's answer, an integer in it off by one,
+an interval bracket flipped, a list with one element dropped, a tuple
+swapped, the sign flipped. Each answer is put in a response in one of four
+committed styles (`\\boxed{}`, Minerva's "The final answer is $G$. I hope it is
+correct.", `**Final Answer:** $G$`, "the answer is $G$").
+
+Checked in one run by the same RewardPool (2 workers, 5 s time-out) with
+`reward.checker` builtin (ours), math_verify and both; "both" verdicts are
+the OR of the first two, its answers/s is timed on a subset. Reports, per
+checker: accuracy against the labels, false positives, false negatives
+(and the rate), agreement of ours with math-verify, answers/s, and the false
+negatives by rewrite kind.
 """
 from __future__ import annotations
 
-import logging
 import random
-import resource
+import re
 import time
+from collections import Counter
+from fractions import Fraction
 
-from areal_mega.data import data_dir, load_jsonl, synthetic_split
-from areal_mega.reward import RewardConfig, RewardPool, extract_answer
-from areal_mega.reward.equal import equal_unguarded
+from areal_mega.data import load_jsonl
+from areal_mega.reward import RewardConfig, RewardPool
+from areal_mega.reward.mathverify import available as math_verify_available
 
-
-def _golds() -> list[str]:
-    if (data_dir() / "math500.jsonl").is_file():
-        return [r.answer for r in load_jsonl("math500") + load_jsonl("deepscaler_train")[:3000]]
-    return [r.answer for r in synthetic_split()[0]]
-
-
-def _rewrite(gold: str) -> str:
-    if gold.lstrip("-").isdigit():
-        return random.choice([f"x = {gold}", f"{gold}.0", f"\\frac{{{2 * int(gold)}}}{{2}}", f"{gold}\\text{{ units}}"])
-    return random.choice([f"${gold}$", f"\\left({gold}\\right)" if "," not in gold else gold, f" {gold} "])
+DATASETS = ("math500", "aime24", "amc23")
+_FRAC = re.compile(r"\\frac\{([^{}]+)\}\{([^{}]+)\}")
+_INT = re.compile(r"\d+")
+_THOUSANDS = re.compile(r"^\\?\$?-?\d{1,3}(?:,(?:\\!)?\s*\d{3})+(?:\.\d+)?$")
+_INTERVAL = re.compile(r"^\s*(\(|\[)\s*([^,()\[\]]+?)\s*,\s*([^,()\[\]]+?)\s*(\)|\])\s*$")
 
 
-def make_samples(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    random.seed(seed)
-    golds = _golds()
-    responses, targets = [], []
-    for i in range(n):
-        gold = random.choice(golds)
-        kind = i % 6
-        if kind == 0:
-            resp = f"Let me think. Adding things up, we get \\boxed{{{gold}}}."
-        elif kind == 1:
-            resp = f"Working... The final answer is \\boxed{{{_rewrite(gold)}}}"
-        elif kind == 2:
-            resp = f"Hence \\boxed{{{random.choice(golds)}}}."
-        elif kind == 3:
-            resp = "I am not sure how to finish this problem."
-        elif kind == 4:
-            resp = "We expand step by step. " * 400 + f"So the answer is \\boxed{{{gold}}}"
-        else:
-            resp = random.choice(["\\boxed{10^{10^{10^{10}}}}", "\\boxed{__import__('os').system('true')}",
-                                  "\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}"])
-        responses.append(resp)
-        targets.append(gold)
-    return responses, targets
+def _top_split(s: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    return [p.strip() for p in parts + [s[start:]]]
 
 
-def _limit_memory(mb: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
+def _is_int(s: str) -> bool:
+    return re.fullmatch(r"-?\d+", s) is not None
 
 
-def _math_verify_guarded(responses: list[str], golds: list[str]) -> list[bool] | None:
-    """math-verify in a child process under a 4 GiB address-space limit (it reached 8.8 GB in-process)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_limit_memory, initargs=(4096,)) as ex:
-        return ex.submit(_math_verify, responses, golds).result()
-
-
-def _math_verify(responses: list[str], golds: list[str]) -> list[bool] | None:
-    try:
-        from math_verify import parse, verify
-    except ImportError:
+def _inequality(interval: str, var: str = "x") -> str | None:
+    m = _INTERVAL.match(interval)
+    if not m:
         return None
-    logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # it logs every hostile input in full
-    out = []
-    for resp, gold in zip(responses, golds):
-        try:
-            out.append(bool(verify(parse(f"${gold}$"), parse(resp))))
-        except Exception:  # math-verify raises on some hostile inputs (MemoryError too); count as wrong
-            out.append(False)
+    lo_b, lo, hi, hi_b = m.groups()
+    lo_inf, hi_inf = "infty" in lo, "infty" in hi
+    if lo_inf and hi_inf:
+        return None
+    lo_op = "\\le" if lo_b == "[" else "<"
+    hi_op = "\\le" if hi_b == "]" else "<"
+    if lo_inf:
+        return f"{var} {hi_op} {hi}"
+    if hi_inf:
+        return f"{var} {'>=' if lo_b == '[' else '>'} {lo}"
+    return f"{lo} {lo_op} {var} {hi_op} {hi}"
+
+
+def rewrites(gold: str) -> list[tuple[str, str]]:
+    """[(kind, answer)] equivalent to `gold` (each kind only where it changes the string)."""
+    g = gold.strip()
+    out = [("verbatim", g)]
+    if "\\frac" in g:
+        out.append(("dfrac", g.replace("\\frac", "\\dfrac")))
+        plain = _FRAC.sub(lambda m: f"({m[1]})/({m[2]})" if re.search(r"[-+ ]", m[1] + m[2]) else f"{m[1]}/{m[2]}", g)
+        if "\\frac" not in plain and "/" in plain and not re.search(r"[\^_]|\d\s*\d+/", plain):
+            out.append(("plain_frac", plain))
+    m = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", g)
+    if m:
+        value = Fraction(int(m[2]), int(m[3])) * (-1 if m[1] else 1)
+        den = value.denominator
+        while den % 2 == 0:
+            den //= 2
+        while den % 5 == 0:
+            den //= 5
+        if den == 1:
+            out.append(("decimal", str(float(value))))
+        if abs(value) > 1 and value.denominator > 1:
+            whole, rest = divmod(abs(value.numerator), value.denominator)
+            out.append(("mixed_number", f"{m[1]}{whole}\\frac{{{rest}}}{{{value.denominator}}}"))
+    number = _THOUSANDS.match(g) is not None  # "10,\\!080" is one number, not a list
+    spaced = g if number else re.sub(r"\s*([,+=])\s*", r" \1 ", g).replace("( ", "(").strip()
+    spaced = re.sub(r"(?<=[\w}])-", " - ", spaced)
+    if spaced != g:
+        out.append(("spacing", spaced))
+    if g.startswith("(") and g.endswith(")") and "\\left" not in g and g.count("(") == 1:
+        out.append(("left_right", "\\left(" + g[1:-1] + "\\right)"))
+    single = len(_top_split(g)) == 1 and "=" not in g and "\\in" not in g
+    if _is_int(g):
+        out.append(("decimal", f"{g}.0"))
+        if len(g.lstrip("-")) >= 4:
+            out.append(("thousands", f"{int(g):,}"))
+            out.append(("thousands_braces", f"{int(g):,}".replace(",", "{,}")))
+        out.append(("units", random.Random(g).choice([f"{g}\\text{{ cm}}", f"{g} \\text{{ units}}"] + ([f"\\${g}"] if g[0] != "-" else []))))
+    if re.fullmatch(r"-?\d+\^\\circ", g):
+        out.append(("units", g.replace("^\\circ", "^{\\circ}")))
+        out.append(("units", g.replace("^\\circ", " \\text{ degrees}")))
+    if single and not g.startswith("\\text") and "\\begin" not in g:
+        out.append(("x_equals", f"x = {g}"))
+    parts = [p.strip() for p in g.split("\\cup")]
+    ineqs = [_inequality(p) for p in parts]
+    if all(ineqs) and len(ineqs) <= 2 and re.search(r"\[|\]|\\infty|\\cup", g):  # (15,-29) is a point
+        out.append(("inequality", " \\text{ or } ".join(ineqs)))
+    items = _top_split(g[2:-2] if g.startswith("\\{") and g.endswith("\\}") else g)
+    if len(items) > 1 and not number and not (g.startswith(("(", "[")) and g.endswith((")", "]"))) \
+            and len(set(items)) == len(items):
+        body = ", ".join(reversed(items))
+        out.append(("reordered", f"\\{{{body}\\}}" if g.startswith("\\{") else body))
     return out
 
 
-def main(quick: bool) -> dict:
-    n, mv_samples = (1000, 200) if quick else (10_000, 1000)
-    responses, golds = make_samples(n)
-    with RewardPool(RewardConfig(num_workers=2, timeout_s=5.0)) as pool:
-        pool.correct(responses[:20], golds[:20])  # workers up
+def wrongs(gold: str, others: list[str], rng: random.Random) -> list[tuple[str, str]]:
+    """[(kind, answer)] not equivalent to `gold`."""
+    g = gold.strip()
+    out = []
+    other = rng.choice(others)
+    for _ in range(20):
+        if other.strip() != g and not (_is_int(other) and _is_int(g) and int(other) == int(g)):
+            break
+        other = rng.choice(others)
+    out.append(("other_gold", other))
+    ints = list(_INT.finditer(g))
+    if ints:  # the first integer: the last may be a unit's exponent ("cm}^2")
+        m = ints[0]
+        out.append(("off_by_one", g[: m.start()] + str(int(m.group()) + 1) + g[m.end() :]))
+    if _INTERVAL.match(g) or "\\cup" in g:
+        ends = [i for i, ch in enumerate(g) if ch in ")]" and not g[:i].rstrip().endswith("\\infty")]
+        if ends:  # a bracket at a finite end (at infinity it would not change the set)
+            i = ends[0]
+            out.append(("bracket_flip", g[:i] + ("]" if g[i] == ")" else ")") + g[i + 1 :]))
+    items = _top_split(g[2:-2] if g.startswith("\\{") and g.endswith("\\}") else g)
+    if len(items) > 1 and not g.startswith(("(", "[")) and _THOUSANDS.match(g) is None:
+        out.append(("partial", ", ".join(items[:-1])))
+    if g.startswith("(") and g.endswith(")") and len(items := _top_split(g[1:-1])) >= 2 and items[0] != items[1]:
+        out.append(("swapped_tuple", "(" + ", ".join([items[1], items[0]] + items[2:]) + ")"))
+    if len(_top_split(g)) == 1 and g not in ("0", "-0") and not g.startswith(("\\text", "\\begin", "(", "[")):
+        out.append(("sign", g[1:] if g.startswith("-") else f"-({g})" if re.search(r"[-+]", g) else f"-{g}"))
+    return out
+
+
+_STYLES = (
+    "We simplify step by step, and so the answer is $\\boxed{{{a}}}$.",
+    "Collecting the cases gives the result.\nFinal Answer: The final answer is ${a}$. I hope it is correct.",
+    "Putting it together.\n\n**Final Answer:** ${a}$",
+    "After checking the edge cases, the answer is ${a}$.",
+)
+
+
+def make_samples(quick: bool, seed: int = 0) -> list[tuple[str, str, bool, str]]:
+    """[(response, gold, label, kind)] over all gold answers of DATASETS."""
+    rng = random.Random(seed)
+    golds = [rec.answer for name in DATASETS for rec in load_jsonl(name)]
+    samples = []
+    for i, gold in enumerate(golds):
+        cases = [(k, a, True) for k, a in rewrites(gold)] + [(k, a, False) for k, a in wrongs(gold, golds, rng)]
+        if quick:
+            cases = [rng.choice([c for c in cases if c[2]]), rng.choice([c for c in cases if not c[2]])]
+        for j, (kind, answer, label) in enumerate(cases):
+            samples.append((_STYLES[(i + j) % len(_STYLES)].format(a=answer), gold, label, kind))
+    return samples
+
+
+def _run(checker: str, responses: list[str], golds: list[str]) -> tuple[list[bool], float, dict]:
+    with RewardPool(RewardConfig(num_workers=2, timeout_s=5.0, checker=checker)) as pool:
+        pool.correct(responses[:4], golds[:4])  # workers up
         t0 = time.perf_counter()
-        ours = pool.correct(responses, golds)
-        pool_s = time.perf_counter() - t0
-        stats = dict(pool.stats)
-    t0 = time.perf_counter()
-    inline = [equal_unguarded(extract_answer(r), g) for r, g in zip(responses, golds)]
-    inline_s = time.perf_counter() - t0
-    peak_before_mv = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # math-verify ran at ~1.6 answers/s here, so it sees a seeded random subset of the same samples.
-    subset = sorted(random.Random(1).sample(range(n), min(n, mv_samples)))
-    t0 = time.perf_counter()
-    mv = _math_verify_guarded([responses[i] for i in subset], [golds[i] for i in subset])
-    mv_s = time.perf_counter() - t0
-    ours_sub = [ours[i] for i in subset]
-    figures = {
-        "samples": n,
-        "pool_workers": 2,
-        "pool_answers_per_s": n / pool_s,
-        "inprocess_answers_per_s": n / inline_s,
-        "pool_speedup_vs_inprocess": inline_s / pool_s,
-        "ours_accuracy_rate": sum(ours) / n,
-        "pool_inprocess_agreement": sum(a == b for a, b in zip(ours, inline)) / n,
-        "pool_timeouts": stats["timeouts"],
-        "pool_crashes": stats["crashes"],
-        "peak_rss_parent_mb": peak_before_mv,
-        "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        verdicts = pool.correct(responses, golds)
+        seconds = time.perf_counter() - t0
+        return verdicts, seconds, dict(pool.stats)
+
+
+def _score(name: str, verdicts: list[bool], labels: list[bool], kinds: list[str], seconds: float) -> dict:
+    fp = sum(v and not y for v, y in zip(verdicts, labels))
+    fn = sum(y and not v for v, y in zip(verdicts, labels))
+    positives = sum(labels)
+    fn_kinds = Counter(k for v, y, k in zip(verdicts, labels, kinds) if y and not v)
+    fp_kinds = Counter(k for v, y, k in zip(verdicts, labels, kinds) if v and not y)
+    return {
+        f"{name}_accuracy": sum(v == y for v, y in zip(verdicts, labels)) / len(labels),
+        f"{name}_false_positives": fp,
+        f"{name}_false_negatives": fn,
+        f"{name}_false_negative_rate": fn / positives if positives else 0.0,
+        f"{name}_answers_per_s": len(labels) / seconds if seconds else 0.0,
+        f"{name}_fn_by_kind": ", ".join(f"{k}={n}" for k, n in fn_kinds.most_common()) or "-",
+        f"{name}_fp_by_kind": ", ".join(f"{k}={n}" for k, n in fp_kinds.most_common()) or "-",
     }
-    if mv is not None:
-        figures.update({
-            "math_verify_samples": len(subset),
-            "math_verify_answers_per_s": len(subset) / mv_s,
-            "math_verify_accuracy_rate": sum(mv) / len(subset),
-            "ours_accuracy_rate_on_subset": sum(ours_sub) / len(subset),
-            "agreement_with_math_verify": sum(a == b for a, b in zip(ours_sub, mv)) / len(subset),
-            "pool_speedup_vs_math_verify": (n / pool_s) / (len(subset) / mv_s),
-        })
+
+
+def main(quick: bool) -> dict:
+    samples = make_samples(quick)
+    responses, golds = [s[0] for s in samples], [s[1] for s in samples]
+    labels, kinds = [s[2] for s in samples], [s[3] for s in samples]
+    ours, ours_s, stats = _run("builtin", responses, golds)
+    figures = {"samples": len(samples), "equivalent": sum(labels), "wrong": len(labels) - sum(labels),
+               "golds": len(set(golds)), "pool_workers": 2, "ours_timeouts": stats["timeouts"]}
+    figures.update(_score("ours", ours, labels, kinds, ours_s))
+    if not math_verify_available():
+        figures["math_verify"] = "not installed"
+        return figures
+    mv, mv_s, mv_stats = _run("math_verify", responses, golds)
+    figures["math_verify_timeouts"] = mv_stats["timeouts"]
+    figures.update(_score("math_verify", mv, labels, kinds, mv_s))
+    subset = sorted(random.Random(1).sample(range(len(samples)), min(len(samples), 300)))
+    _, both_s, _ = _run("both", [responses[i] for i in subset], [golds[i] for i in subset])
+    both = [a or b for a, b in zip(ours, mv)]
+    figures.update(_score("both", both, labels, kinds, 0.0))
+    figures["both_answers_per_s"] = len(subset) / both_s
+    figures["agreement_ours_math_verify"] = sum(a == b for a, b in zip(ours, mv)) / len(samples)
+    figures["ours_speedup_vs_math_verify"] = figures["ours_answers_per_s"] / figures["math_verify_answers_per_s"]
     return figures

@@ -39,19 +39,31 @@ from areal_mega.reward.relations import interval_union, relation_equal, sets_equ
 MAX_ANSWER_CHARS = 1000
 REL_TOL = 1e-4
 _VAR = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?$")
+_PLAIN_DECIMAL = re.compile(r"^-?\d*\.(\d+)$")
 _APPROX = re.compile(r"\\approx|\u2248")
 _ARRAY_SPEC = re.compile(r"^\{[lcr|]*\}")
 
 
-def _numbers_equal(a: float, b: float, percent: bool) -> bool:
+def _numbers_equal(a: float, b: float, percent: bool, p: str = "", g: str = "") -> bool:
+    """a == b within the precision written: exact (1e-9) when neither string `p`, `g` has a decimal point;
+    else relative REL_TOL, and no more than half a unit in the last place of a plain decimal
+    (`0.6667` matches 2/3, `0.67` does not; `.35626` is not `.35625`)."""
     candidates = (b, b / 100.0, b * 100.0) if percent else (b,)
-    return any(math.isclose(a, c, rel_tol=REL_TOL, abs_tol=1e-12) for c in candidates)
+    tol = []
+    for s in (p, g):
+        m = _PLAIN_DECIMAL.match(s)
+        if m:
+            tol.append(0.5 * 10.0 ** -len(m.group(1)) + 1e-12)
+    rel = REL_TOL if ("." in p or "." in g or percent) else 1e-9
+    return any(math.isclose(a, c, rel_tol=rel, abs_tol=1e-12) and abs(a - c) <= min(tol, default=math.inf)
+               for c in candidates)
 
 
 def _enclosed(s: str) -> tuple[str, str, str] | None:
     """(open, inner, close) when the whole of `s` is one bracketed group: `(..)`, `[..)`, `\\{..\\}`."""
     if s.startswith("\\{") and s.endswith("\\}"):
-        return "{", s[2:-2], "}"
+        inner = s[2:-2]
+        return ("{", inner, "}") if _balanced(inner) else None
     if len(s) < 2 or s[0] not in "([" or s[-1] not in ")]":
         return None
     depth = 0
@@ -61,6 +73,17 @@ def _enclosed(s: str) -> tuple[str, str, str] | None:
         if depth == 0 and i < len(s) - 1:
             return None
     return s[0], s[1:-1], s[-1]
+
+
+def _balanced(s: str) -> bool:
+    """True when no bracket closes below depth 0 in `s` (so `\\{1\\},\\{2\\}` is not one set)."""
+    depth = 0
+    for ch in s:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _matrix_rows(s: str) -> list[list[str]] | None:
@@ -85,7 +108,8 @@ def _tuple_items(inner: str) -> list[str]:
 
 def _items(s: str) -> list[str]:
     """Elements of a bare list or set body: split at top-level `,`, `;` and `\\lor`."""
-    return [x for part in split_top_level(s) for y in split_top_level(part, ";") for x in split_top_level(y, "\\lor")]
+    items = [x for part in split_top_level(s) for y in split_top_level(part, ";") for x in split_top_level(y, "\\lor")]
+    return [e for x in items for e in split_top_level(_expand_pm(x.strip()))] if len(items) > 1 else items
 
 
 def _multiset_equal(preds: list[str], golds: list[str]) -> bool:
@@ -182,7 +206,7 @@ def _is_target(side: str) -> bool:
     """True when `side` names a quantity: letters (subscripts allowed), no numbers, no top-level + or -."""
     t = re.sub(r"_\{[^{}]*\}|_\w", "", side)
     return bool(re.search(r"[a-zA-Z]", t)) and not re.search(r"\d", t) and len(split_top_level(t, "+")) == 1 \
-        and len(split_top_level(t.lstrip("-"), "-")) == 1 and "\\infty" not in t
+        and len(split_top_level(t, "-")) == 1 and "\\infty" not in t
 
 
 def _assigned_value(sides: list[str]) -> str | None:
@@ -212,6 +236,8 @@ def _last_side(s: str) -> str:
 
 def _expand_pm(s: str) -> str:
     """`a \\pm b` -> `a+b,a-b` (one `\\pm` or `\\mp`, not inside a list)."""
+    if _enclosed(s) is not None:
+        return s
     for sym, first, second in (("\\pm", "+", "-"), ("\\mp", "-", "+")):
         if s.count(sym) == 1 and len(split_top_level(s)) == 1:
             return f"{s.replace(sym, first)},{s.replace(sym, second)}"
@@ -232,7 +258,7 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     if pv is not None and gv is not None:
         if pa.is_Integer and ga.is_Integer and not percent:  # 12346 is not 12345, whatever the tolerance
             return pa == ga
-        return _numbers_equal(pv, gv, percent)
+        return _numbers_equal(pv, gv, percent, p, g)
     relational = relation_equal(p, g)
     if relational is not None:
         return relational

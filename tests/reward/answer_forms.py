@@ -96,7 +96,10 @@ PLUS_MINUS = [
     ("x = \\pm 2", "-2, 2", True),
     ("1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt2", True),
     ("\\frac{-1 \\pm \\sqrt{5}}{2}", "\\frac{-1+\\sqrt5}{2}, \\frac{-1-\\sqrt5}{2}", True),
+    ("\\{-2, 1\\pm\\sqrt{5}\\}", "\\{1+\\sqrt{5}, 1-\\sqrt{5}, -2\\}", True),
+    ("\\{1\\}, \\{2\\}", "\\{2\\}, \\{1\\}", True),
     ("\\pm 2", "2", False),
+    ("\\{-2, 1\\pm\\sqrt{5}\\}", "\\{1+\\sqrt{5}, -2\\}", False),
     ("1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt3", False),
 ]
 EQUATION_VALUES = [
@@ -108,6 +111,7 @@ EQUATION_VALUES = [
     ("0", "a + 3z = 0", False),
     ("1", "2x + z = 1", False),
     ("(2,3)", "(p,q)=(3,2)", False),
+    ("-x=5", "x=5", False),
 ]
 ASSIGNMENTS = [
     ("a = 3, b = 4", "a=3, b=4", True),
@@ -129,6 +133,16 @@ MATRICES = [
     ("\\left[\\begin{array}{c}1\\\\2\\end{array}\\right]", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
     ("\\left[\\begin{array}{cc}1 & 2\\\\3 & 5\\end{array}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
     ("\\begin{bmatrix}\\frac{1}{2} & 0\\end{bmatrix}", "\\begin{pmatrix}0.5\\\\0\\end{pmatrix}", False),
+]
+PRECISION = [
+    ("0.028672", "\\frac{448}{15625}", True),
+    ("0.0286720", "\\frac{448}{15625}", True),
+    ("0.0287", "\\frac{448}{15625}", False),  # three significant digits are not the value (as 0.67 is not 2/3)
+    ("\\frac{448}{15626}", "\\frac{448}{15625}", False),  # exact values compare exactly
+    ("\\frac{20001}{\\pi}", "\\frac{20000}{\\pi}", False),
+    (".35626", ".35625", False),
+    ("6366.2", "\\frac{20000}{\\pi}", True),
+    ("6366", "\\frac{20000}{\\pi}", False),
 ]
 NUMBERS = [
     ("2,500.25", "2500.25", True),
@@ -166,6 +180,6 @@ NUMBERS = [
 ALL_FORMS = {
     "delimited": DELIMITED, "relations": RELATIONS, "chains": CHAINS, "approx": APPROX,
     "equation_chains": EQUATION_CHAINS, "equation_values": EQUATION_VALUES, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
-    "matrices": MATRICES, "numbers": NUMBERS,
+    "matrices": MATRICES, "precision": PRECISION, "numbers": NUMBERS,
 }
 FORM_CASES = [case for cases in ALL_FORMS.values() for case in cases]
