@@ -25,7 +25,11 @@ def init_distributed(timeout_s: float = 600.0) -> tuple[int, int]:
     """Initialise the default process group from torchrun's env (or a 1-rank group).
 
     Returns (rank, world_size). NCCL when CUDA is present, gloo otherwise; on
-    CPU the megatron-core compatibility layer is switched on here.
+    CPU the megatron-core compatibility layer is switched on here. The default
+    group carries compute collectives that every rank enters together, so its
+    `timeout_s` is short; a rank waiting for the controller (through a rollout,
+    while servers start) waits in the engine's gloo object group instead, whose
+    time-out is engine.collective_timeout_s (hours).
     """
     if not is_cuda():
         from areal_mega.platform import megatron_cpu

@@ -98,3 +98,37 @@ def test_broadcast_makes_servers_match_perturbed_trainer(tiny_qwen2_dir):
         for k, i in enumerate(batch.prompt_index):
             want = {"1": v1, "2": v2}[batch.weight_versions[k]][i]
             assert batch.response_ids[k] == want
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+def test_server_killed_mid_sync_fails_naming_it_within_the_timeout(tiny_qwen2_dir):
+    """A server dies between two buckets of an update: the update fails well within weight_sync.timeout_s,
+    naming that server, instead of waiting on its broadcast."""
+    import os
+    import signal
+
+    from transformers import AutoModelForCausalLM
+
+    from areal_mega.weight_sync.broadcast import WeightSyncError
+
+    named = list(AutoModelForCausalLM.from_pretrained(str(tiny_qwen2_dir), dtype=torch.float32).named_parameters())
+    timeout_s = 60.0
+    with launch_servers(tiny_qwen2_dir, 2) as pool:
+        group = init_weight_update_group(pool.urls, "127.0.0.1", free_port(), "weight_update_group", "gloo",
+                                         timeout_s=timeout_s)
+
+        def killing_after(k):
+            for i, item in enumerate(named):
+                if i == k:
+                    os.killpg(pool.procs[1].pid, signal.SIGKILL)
+                    pool.procs[1].wait()
+                yield item
+
+        t0 = time.monotonic()
+        with pytest.raises(WeightSyncError) as err:
+            broadcast_weights(group, pool.urls, killing_after(4), weight_version="1", bucket_bytes=4096)
+        elapsed = time.monotonic() - t0
+    text = str(err.value)
+    assert pool.urls[1] in text and f"servers not answering /health: ['{pool.urls[1]}']" in text, text
+    assert elapsed < timeout_s / 2, f"{elapsed:.1f} s: {text}"
