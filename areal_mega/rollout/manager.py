@@ -109,7 +109,7 @@ async def generate(
     params = {**sampling_params, "n": 1}
     latencies: list[float] = []
     retried = [0]
-    bar = tqdm(total=len(prompts) * n, desc="rollout", unit="sample", disable=quiet)
+    bar = tqdm(total=len(prompts) * n, desc="rollout", unit="sample", disable=quiet, delay=2.0)  # shown after 2 s
 
     async def one(prompt: list[int], k: int):
         sample_params = params
