@@ -9,6 +9,8 @@ over (a slice of) the vocabulary:
   zt  z at the target id where this slice owns it, else 0.
 Slices (vocabulary chunks, or tensor-parallel ranks) combine with `merge`;
 then logprob = zt - (m + log s) and entropy = log s - w / s.
+A slice with no finite logit (all -inf, or no columns) has m = -inf, s = w = 0
+and drops out of every merge; no 0 * -inf is ever formed.
 """
 from __future__ import annotations
 
@@ -44,8 +46,16 @@ def tp_info(tp_group) -> tuple[int, int]:
     return dist.get_rank(tp_group), dist.get_world_size(tp_group)
 
 
+CHECK_ENV = "AREAL_MEGA_CHECK_TARGETS"
+
+
 def check_targets(targets: torch.Tensor, num_tokens: int, vocab_global: int, device) -> torch.Tensor:
-    """Validate `targets` ([num_tokens] integer global vocabulary ids); returns them int64 contiguous."""
+    """Validate `targets` ([num_tokens] integer global vocabulary ids); returns them int64 contiguous.
+
+    The id-range check reads the data, a device-to-host sync on an accelerator:
+    it runs for CPU targets, and on other devices only with AREAL_MEGA_CHECK_TARGETS=1
+    (callers check ids while they are still on the CPU; engine/forward.py does).
+    """
     if targets.dim() != 1 or targets.shape[0] != num_tokens:
         raise ValueError(f"targets: expected shape [{num_tokens}], got {list(targets.shape)}")
     if targets.dtype not in (torch.int64, torch.int32):
@@ -53,7 +63,8 @@ def check_targets(targets: torch.Tensor, num_tokens: int, vocab_global: int, dev
     if targets.device != device:
         raise ValueError(f"targets: on {targets.device}, expected {device}")
     targets = targets.to(torch.int64).contiguous()
-    if num_tokens and bool(((targets < 0) | (targets >= vocab_global)).any()):
+    check = targets.device.type == "cpu" or os.environ.get(CHECK_ENV) == "1"
+    if check and num_tokens and bool(((targets < 0) | (targets >= vocab_global)).any()):
         bad = targets[(targets < 0) | (targets >= vocab_global)][0].item()
         raise ValueError(f"targets: id {bad} outside the vocabulary [0, {vocab_global})")
     return targets
@@ -85,15 +96,32 @@ def dense_grads(grad_logprobs, grad_entropy, like):
     return g_lp, g_ent
 
 
+NEG_INF = float("-inf")
+
+
+def empty_stats(num_tokens: int, device):
+    """Statistics of a slice with no columns: m = -inf, s = w = zt = 0 (the identity of `merge`)."""
+    zeros = torch.zeros(num_tokens, dtype=torch.float32, device=device)
+    return torch.full_like(zeros, NEG_INF), zeros, zeros.clone(), zeros.clone()
+
+
+def _rescale(m_part, s_part, w_part, m):
+    """(exp(m_part - m) * s_part, exp(m_part - m) * (w_part + (m_part - m) * s_part)) with m >= m_part;
+    0 for an empty part (m_part = -inf), where the plain formula gives exp(nan) or -inf * 0."""
+    live = m_part != NEG_INF  # NaN statistics stay NaN
+    shift = torch.where(live, m_part - m, 0.0)
+    scale = torch.where(live, torch.exp(shift), 0.0)
+    return scale * s_part, scale * (w_part + shift * s_part)
+
+
 def merge(a, b):
     """Combine the statistics (m, s, w, zt) of two disjoint vocabulary slices."""
     m1, s1, w1, t1 = a
     m2, s2, w2, t2 = b
     m = torch.maximum(m1, m2)
-    a1, a2 = torch.exp(m1 - m), torch.exp(m2 - m)
-    s = a1 * s1 + a2 * s2
-    w = a1 * (w1 + (m1 - m) * s1) + a2 * (w2 + (m2 - m) * s2)
-    return m, s, w, t1 + t2
+    s_a, w_a = _rescale(m1, s1, w1, m)
+    s_b, w_b = _rescale(m2, s2, w2, m)
+    return m, s_a + s_b, w_a + w_b, t1 + t2
 
 
 def all_reduce_stats(stats, tp_group):
@@ -101,19 +129,19 @@ def all_reduce_stats(stats, tp_group):
     m, s, w, zt = stats
     m_global = m.clone()
     dist.all_reduce(m_global, op=dist.ReduceOp.MAX, group=tp_group)
-    scale = torch.exp(m - m_global)
-    packed = torch.stack([scale * s, scale * (w + (m - m_global) * s), zt])
+    packed = torch.stack([*_rescale(m, s, w, m_global), zt])
     dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=tp_group)
     return m_global, packed[0], packed[1], packed[2]
 
 
 def reduce_tiles(tile_stats, num_tokens: int, vocab_local: int, token_chunk: int, vocab_chunk: int, tp_group,
-                 tp_size: int):
+                 tp_size: int, device):
     """(logprobs, entropy, lse, mean_z), each [num_tokens] float32, from per-tile statistics.
 
     `tile_stats(t0, t1, v0, v1)` returns the statistics (m, s, w, zt) of the
     [t0:t1, v0:v1] tile of this rank's logits; tiles merge along the
-    vocabulary, then across `tp_group` when tp_size > 1.
+    vocabulary, then across `tp_group` when tp_size > 1. `vocab_local` may be
+    0 (a rank holding only vocabulary padding): its statistics are empty.
     """
     parts = []
     for t0, t1 in tile_ranges(num_tokens, token_chunk):
@@ -121,7 +149,7 @@ def reduce_tiles(tile_stats, num_tokens: int, vocab_local: int, token_chunk: int
         for v0, v1 in tile_ranges(vocab_local, vocab_chunk):
             tile = tile_stats(t0, t1, v0, v1)
             stats = tile if stats is None else merge(stats, tile)
-        parts.append(stats)
+        parts.append(stats if stats is not None else empty_stats(t1 - t0, device))
     stats = tuple(torch.cat(xs) for xs in zip(*parts))
     if tp_size > 1:
         stats = all_reduce_stats(stats, tp_group)
@@ -143,15 +171,18 @@ def finalize(stats):
 
 
 def check_call(backend: str, device, tp_group, targets, num_tokens: int, vocab_local: int, temperature: float,
-               token_chunk: int | None, vocab_chunk: int | None, default_chunks: dict):
+               token_chunk: int | None, vocab_chunk: int | None, default_chunks: dict,
+               vocab_global: int | None = None):
     """The argument checks both log-prob entry points share.
 
     Returns (backend, targets, temperature, token_chunk, vocab_chunk), resolved and validated;
-    `default_chunks[backend]` gives the (token, vocab) tile sizes used when none is passed.
+    `default_chunks[backend]` gives the (token, vocab) tile sizes used when none is passed;
+    targets must lie in [0, vocab_global) (default: vocab_local * TP size).
     """
     backend = resolve_backend(backend, device)
     _, tp_size = tp_info(tp_group)
-    targets = check_targets(targets, num_tokens, vocab_local * tp_size, device)
+    vocab_global = vocab_local * tp_size if vocab_global is None else vocab_global
+    targets = check_targets(targets, num_tokens, vocab_global, device)
     default_t, default_v = default_chunks[backend]
     return (backend, targets, check_temperature(temperature), check_chunk("token_chunk", token_chunk, default_t),
             check_chunk("vocab_chunk", vocab_chunk, default_v))

@@ -28,11 +28,13 @@ def _row_stats_kernel(x_ptr, stride_x, tgt_ptr, m_ptr, s_ptr, w_ptr, zt_ptr,
         mask = cols < width
         z = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32) * inv_temp
         m_new = tl.maximum(m, tl.max(z, axis=0))
-        alpha = tl.exp(m - m_new)
-        shift = tl.where(s > 0.0, m - m_new, 0.0) * s
-        zm = tl.where(mask, z - m_new, 0.0)
-        e = tl.where(mask, tl.exp(zm), 0.0)
-        w = alpha * (w + shift) + tl.sum(e * zm, axis=0)
+        # -inf logits (and a block or row without a finite one) must not form 0 * -inf
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        shift = tl.where(s > 0.0, m - m_ref, 0.0)
+        alpha = tl.where(s > 0.0, tl.exp(shift), 0.0)
+        e = tl.where(mask, tl.exp(z - m_ref), 0.0)
+        zm = tl.where(e > 0.0, z - m_ref, 0.0)
+        w = alpha * (w + shift * s) + tl.sum(e * zm, axis=0)
         s = alpha * s + tl.sum(e, axis=0)
         m = m_new
     col = tl.load(tgt_ptr + row) - vocab_start
@@ -56,7 +58,8 @@ def _row_grad_kernel(x_ptr, stride_x, out_ptr, stride_out, tgt_ptr, lse_ptr, mea
     g_lp = tl.load(glp_ptr + row)
     g_ent = tl.load(gent_ptr + row)
     p = tl.exp(z - lse)
-    g = -p * (g_lp + g_ent * (z - mean_z))
+    dz = tl.where(p == 0.0, 0.0, z - mean_z)  # a -inf logit has p = 0: no 0 * inf
+    g = -p * (g_lp + g_ent * dz)
     is_target = cols == (tl.load(tgt_ptr + row) - vocab_start)
     g = tl.where(is_target, g + g_lp, g) * inv_temp
     tl.store(out_ptr + row * stride_out + cols, g.to(out_ptr.dtype.element_ty), mask=mask)

@@ -32,7 +32,7 @@ class _VocabParallelLogprobs(torch.autograd.Function):
         offset = rank * vocab_local
         logprobs, entropy, lse, mean_z = _common.reduce_tiles(
             lambda t0, t1, v0, v1: ops.row_stats(logits[t0:t1, v0:v1], targets[t0:t1], offset + v0, temperature),
-            num_tokens, vocab_local, token_chunk, vocab_chunk, tp_group, tp_size)
+            num_tokens, vocab_local, token_chunk, vocab_chunk, tp_group, tp_size, logits.device)
         ctx.save_for_backward(logits, targets, lse, mean_z)
         ctx.config = (offset, temperature, ops, token_chunk, vocab_chunk)
         return logprobs, entropy

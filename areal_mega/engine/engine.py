@@ -78,11 +78,6 @@ class Engine:
         if self.topo.is_last_stage:
             output_hidden_states(model)
         self.gpt = model
-        padded = self.dims.padded_vocab_size(self.topo.tp_size)
-        shard = padded // self.topo.tp_size
-        self._num_padded = None
-        if padded != self.dims.vocab_size:
-            self._num_padded = max(0, min(shard, (self.topo.tp_rank + 1) * shard - self.dims.vocab_size))
         self.trainable = trainable
         self.optimizer = self.scheduler = None
         if trainable:
@@ -156,7 +151,7 @@ class Engine:
         else:
             weight = self.gpt.output_layer.weight
         logprobs, entropy = response_logprobs(
-            hidden, weight, mb, self.topo.tp_group, temperature, self.cfg.logprob_backend, self._num_padded
+            hidden, weight, mb, self.topo.tp_group, temperature, self.cfg.logprob_backend, self.dims.vocab_size
         )
         num_tokens = torch.tensor(len(mb.targets), dtype=torch.int)
         if loss_fn is None:

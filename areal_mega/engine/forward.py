@@ -3,7 +3,8 @@
 The last pipeline stage's output layer is switched to return the final-norm
 hidden states; `fused_linear_logprobs` then computes logprobs and entropy
 against the (vocab-parallel) output weight without materialising
-`[tokens, V/TP]` logits, and only at response positions.
+`[tokens, V/TP]` logits, and only at response positions; the vocabulary's
+TP padding rows are left out inside the kernel.
 
 Packed rows go to the model as THD `PackedSeqParams` (sequence boundaries),
 read by Transformer Engine on GPU and by `models/packed_attention.py` on the
@@ -63,33 +64,23 @@ def model_inputs(mb: MicroBatch, device: torch.device) -> dict:
     )
 
 
-_PADDED_LOGIT = -1.0e4
-
-
-def _exclude_padding(h: torch.Tensor, weight: torch.Tensor, num_padded: int):
-    """Append a constant-1 feature to `h` and a column to `weight` that is 0 for real
-    vocabulary rows and -1e4 for the `num_padded` padding rows at the end of this
-    shard, so padded ids get a logit of -1e4 and drop out of the softmax."""
-    bias = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
-    bias[weight.shape[0] - num_padded :] = _PADDED_LOGIT
-    return torch.cat([h, torch.ones_like(h[:, :1])], dim=1), torch.cat([weight, bias], dim=1)
-
-
 def response_logprobs(hidden: torch.Tensor, output_weight: torch.Tensor, mb: MicroBatch, tp_group,
-                      temperature: float, backend: str, num_padded: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      temperature: float, backend: str, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logprobs and entropy of the response tokens of one row.
 
-    hidden: [1, T, H] final-norm hidden states; output_weight: [V/TP, H].
-    num_padded: None when the vocabulary has no padding (Qwen's and Llama's are
-      multiples of TP); otherwise the padding rows at the end of this rank's
-      shard, possibly 0 (every TP rank must then augment, the shapes of the
-      TP all-reduces must agree).
+    hidden: [1, T, H] final-norm hidden states; output_weight: [V/TP, H], this
+      rank's shard of the vocabulary padded to a multiple of TP.
+    vocab_size: the real vocabulary; the kernel leaves the padding rows out.
+    Targets are checked against it here, on the CPU (the kernel does not read
+    device data to check them).
     Returns ([N] float32, [N] float32) in the order of `mb.targets`.
     """
+    targets = mb.targets
+    if len(targets) and not (0 <= int(targets.min()) and int(targets.max()) < vocab_size):
+        bad = targets[(targets < 0) | (targets >= vocab_size)][0].item()
+        raise ValueError(f"micro-batch of sequences {mb.seq_index}: token id {bad} outside the vocabulary "
+                         f"[0, {vocab_size})")
     device = hidden.device
     h = hidden[0].index_select(0, mb.loss_positions.to(device))
-    if num_padded is not None:
-        h, output_weight = _exclude_padding(h, output_weight, num_padded)
-    return fused_linear_logprobs(
-        h, output_weight, mb.targets.to(device), tp_group=tp_group, temperature=temperature, backend=backend
-    )
+    return fused_linear_logprobs(h, output_weight, targets.to(device), tp_group=tp_group, temperature=temperature,
+                                 backend=backend, vocab_size=vocab_size)

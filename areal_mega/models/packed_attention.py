@@ -87,13 +87,15 @@ class PackedAttention(MegatronModule):
         bounds = packed_seq_params.cu_seqlens_q.tolist()
         if bounds[0] != 0 or bounds[-1] != query.shape[0]:
             raise ValueError(f"cu_seqlens_q {bounds[0]}..{bounds[-1]} does not cover the row of {query.shape[0]} tokens")
-        # [T, h, d] -> [h, T, d]: every sequence is then a contiguous slice along dim 1
-        q, k, v = (x.transpose(0, 1) for x in (query, key, value))
+        # [T, h, d] -> [1, h, T, d]: each sequence is a slice along dim 2. The batch dimension
+        # matters: torch's CPU flash kernel (no [L, L] scores) takes 4-D inputs only, 3-D ones
+        # fall back to the math kernel (3x slower at L = 2048, and it materialises the scores).
+        q, k, v = (x.transpose(0, 1)[None] for x in (query, key, value))
         gqa = self.heads != self.groups
         outs = [
-            F.scaled_dot_product_attention(q[:, a:b], k[:, a:b], v[:, a:b], is_causal=True,
+            F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True,
                                            scale=self.softmax_scale, enable_gqa=gqa)
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        return out.transpose(0, 1).reshape(query.shape[0], self.heads * query.shape[2])
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        return out[0].transpose(0, 1).reshape(query.shape[0], self.heads * query.shape[2])

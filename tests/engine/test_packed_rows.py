@@ -42,3 +42,12 @@ def test_row_over_int32_offsets_is_refused_naming_the_micro_batch():
         model_inputs(_micro_batch([2**30, 2**30], huge), torch.device("cpu"))
     with pytest.raises(ValueError, match=r"micro-batch of sequences \[3, 5\]: seq_lens \[3, 3\] must"):
         model_inputs(_micro_batch([3, 3], torch.zeros(1, 7, dtype=torch.long)), torch.device("cpu"))
+
+
+def test_out_of_vocabulary_target_is_refused_on_the_cpu_naming_the_micro_batch():
+    from areal_mega.engine.forward import response_logprobs
+
+    mb = _micro_batch([3, 4], torch.zeros(1, 7, dtype=torch.long))
+    mb.loss_positions, mb.targets = torch.tensor([1, 4]), torch.tensor([5, 12])
+    with pytest.raises(ValueError, match=r"micro-batch of sequences \[3, 5\]: token id 12 outside the vocabulary \[0, 10\)"):
+        response_logprobs(torch.zeros(1, 7, 8), torch.zeros(10, 8), mb, None, 1.0, "torch", vocab_size=10)

@@ -95,7 +95,28 @@ def test_ppo_loss_triton_equals_torch_at_scale():
                                ref_logprobs=ref, kl_coef=0.01, backend=backend)
         (grad,) = torch.autograd.grad(loss, lp)
         out[backend] = (loss, grad, stats)
+    # the GPU's exp may differ from torch's by an ulp, so a token whose ratio sits on a clip boundary
+    # (1 - eps, 1 + eps_high, dual clip) can take the other branch: its value is continuous there
+    # (loss compared everywhere), its gradient is not (compared away from the boundaries)
+    ratio = torch.exp(lp.detach() - old)
+    far = torch.ones_like(mask)
+    for edge in (1 - 0.2, 1 + 0.28, 3.0):
+        far &= (ratio - edge).abs() > 1e-5 * edge
+    assert far.float().mean() > 0.99
     torch.testing.assert_close(out["triton"][0], out["torch"][0], rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(out["triton"][1], out["torch"][1], rtol=1e-5, atol=1e-12)
-    for key, value in out["torch"][2].items():
-        torch.testing.assert_close(out["triton"][2][key], value, rtol=1e-5, atol=1e-7, msg=key)
+    torch.testing.assert_close(out["triton"][1][far], out["torch"][1][far], rtol=1e-5, atol=1e-12)
+    for key, value in out["torch"][2].items():  # fractions: a flipped token moves them by 1 / t
+        torch.testing.assert_close(out["triton"][2][key], value, rtol=1e-5, atol=16 / t, msg=key)
+
+
+def test_target_range_checked_only_on_request(monkeypatch):
+    """On CUDA the id-range check (a device-to-host sync) runs only with AREAL_MEGA_CHECK_TARGETS=1."""
+    from areal_mega.kernels import _common
+
+    logits = torch.randn(4, 10, device="cuda")
+    bad = torch.tensor([0, 1, 2, 10], device="cuda")
+    monkeypatch.delenv(_common.CHECK_ENV, raising=False)
+    vocab_parallel_logprobs(logits, bad, backend="torch")  # not checked: no sync
+    monkeypatch.setenv(_common.CHECK_ENV, "1")
+    with pytest.raises(ValueError, match="id 10 outside the vocabulary"):
+        vocab_parallel_logprobs(logits, bad, backend="torch")

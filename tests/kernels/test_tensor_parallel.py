@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from areal_mega.kernels import fused_linear_logprobs, vocab_parallel_logprobs
 
 T, V, H, TEMP = 29, 202, 24, 0.8  # V_local = 101 per rank
+PADDED_VOCABS = (V - 3, V // 2)  # 3 padding rows on rank 1; rank 1 all padding
 # gloo ranks hold CPU tensors: the Triton backend runs there only under the interpreter
 BACKENDS = ("torch", "triton") if os.environ.get("TRITON_INTERPRET") == "1" else ("torch",)
 
@@ -34,7 +35,23 @@ def _run(logits, hidden, weight, targets, g_lp, g_ent, group, backend):
     f_lp, f_ent = fused_linear_logprobs(hidden, weight, targets, group, TEMP, backend, token_chunk=8,
                                         vocab_chunk=40)
     g_hidden, g_weight = torch.autograd.grad([f_lp, f_ent], [hidden, weight], [g_lp, g_ent])
-    return dict(lp=lp, ent=ent, g_logits=g_logits, f_lp=f_lp, f_ent=f_ent, g_hidden=g_hidden, g_weight=g_weight)
+    out = dict(lp=lp, ent=ent, g_logits=g_logits, f_lp=f_lp, f_ent=f_ent, g_hidden=g_hidden, g_weight=g_weight)
+    for vocab in PADDED_VOCABS:  # the last V - vocab weight rows are TP padding, excluded inside the kernel
+        out.update(_padded(hidden, weight, targets % vocab, g_lp, g_ent, group, backend, vocab))
+    return out
+
+
+def _padded(hidden, weight, targets, g_lp, g_ent, group, backend, vocab):
+    """Fused values and grads with the weight's rows of id >= vocab as padding (group=None:
+    the reference, a weight of exactly `vocab` rows)."""
+    if group is None:
+        weight = weight[:vocab]
+    hidden = hidden.clone().requires_grad_(True)
+    weight = weight.clone().requires_grad_(True)
+    lp, ent = fused_linear_logprobs(hidden, weight, targets, group, TEMP, backend, token_chunk=8, vocab_chunk=40,
+                                    vocab_size=None if group is None else vocab)
+    g_hidden, g_weight = torch.autograd.grad([lp, ent], [hidden, weight], [g_lp, g_ent])
+    return {f"p{vocab}_lp": lp, f"p{vocab}_ent": ent, f"p{vocab}_g_hidden": g_hidden, f"p{vocab}_g_weight": g_weight}
 
 
 def _worker(rank, world, port, out_dir):
@@ -72,3 +89,13 @@ def test_tp2_equals_tp1(tmp_path):
             joined = torch.cat([ranks[0][backend][name], ranks[1][backend][name]], dim=dim)
             torch.testing.assert_close(joined, full[name], rtol=1e-5, atol=1e-6, msg=f"{backend} {name}")
         assert (full["g_logits"][:, V // 2:].abs().sum() > 0) and (full["g_logits"][:, :V // 2].abs().sum() > 0)
+        for vocab in PADDED_VOCABS:
+            for name in ("lp", "ent", "g_hidden"):
+                key = f"p{vocab}_{name}"
+                for r in range(2):
+                    torch.testing.assert_close(ranks[r][backend][key], full[key], rtol=1e-5, atol=1e-6,
+                                               msg=f"{backend} {key}")
+            key = f"p{vocab}_g_weight"
+            joined = torch.cat([ranks[0][backend][key], ranks[1][backend][key]])
+            torch.testing.assert_close(joined[:vocab], full[key], rtol=1e-5, atol=1e-6, msg=f"{backend} {key}")
+            assert (joined[vocab:] == 0).all(), f"{backend} {key}: padding rows get no gradient"

@@ -107,3 +107,30 @@ def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         vocab_parallel_logprobs(torch.randn(3, 5), torch.tensor([0, 1, 2]), backend="triton")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_minus_inf_logits_are_probability_zero(backend, device, reference, poison, small_triton_blocks):
+    """Callers that mask ids with -inf: entropy and grads stay finite (no 0 * -inf), equal to the
+    softmax over the finite ids only, and masked ids get exactly zero gradient. Row 0 has a whole
+    vocabulary tile (and several Triton blocks) of -inf."""
+    logits, targets, g_lp, g_ent = _inputs(torch.float32, 5, device)
+    g = torch.Generator().manual_seed(6)
+    masked = torch.rand(T, V, generator=g) < 0.3
+    masked[0, :128] = True
+    masked[torch.arange(T), targets.cpu()] = False
+    logits = logits.masked_fill(masked.to(device), float("-inf")).requires_grad_(True)
+    lp, ent = vocab_parallel_logprobs(logits, targets, temperature=0.7, backend=backend, token_chunk=16,
+                                      vocab_chunk=128)
+    (grad,) = torch.autograd.grad([lp, ent], [logits], [g_lp, g_ent])
+    assert torch.isfinite(lp).all() and torch.isfinite(ent).all() and torch.isfinite(grad).all()
+    assert (grad[masked.to(device)] == 0).all()
+    for i in range(T):  # reference: the softmax over this row's finite ids
+        keep = (~masked[i]).nonzero()[:, 0].to(device)
+        row = logits.detach()[i, keep].double()[None].requires_grad_(True)
+        target = (keep == targets[i]).nonzero()[:, 0]
+        ref_lp, ref_ent = reference(row, target, 0.7)
+        (ref_grad,) = torch.autograd.grad([ref_lp, ref_ent], [row], [g_lp[i:i + 1].double(), g_ent[i:i + 1].double()])
+        torch.testing.assert_close(lp[i:i + 1].double(), ref_lp, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ent[i:i + 1].double(), ref_ent, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad[i, keep].double(), ref_grad[0], rtol=1e-5, atol=1e-6)
