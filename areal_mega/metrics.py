@@ -190,3 +190,39 @@ def timer(times: dict, name: str, sync: bool = True) -> Iterator[None]:
             torch.cuda.synchronize()
         key = f"time/{name}"
         times[key] = times.get(key, 0.0) + time.perf_counter() - start
+
+
+_PHASES = ("rollout", "reward", "logprobs", "train", "sync")
+
+
+def step_line(step: int, total: int, m: dict) -> str:
+    """One compact line for the console: step, reward, accuracy, response length, clip fraction, KL
+    (PPO's old-vs-new, and to the reference when on), seconds by phase; SFT steps show the NLL."""
+    parts = [f"step {step:>{len(str(total))}}/{total}"]
+
+    def add(fmt: str, key: str):
+        if m.get(key) is not None:
+            parts.append(fmt.format(m[key]))
+
+    add("reward {:+.2f}", "reward/mean")
+    add("acc {:.3f}", "reward/accuracy")
+    add("len {:.1f}", "response_length/mean")
+    add("nll {:.4f}", "train/nll")
+    add("clip {:.3f}", "train/clip_fraction")
+    add("kl {:.1e}", "train/approx_kl")
+    add("kl_ref {:.1e}", "train/kl_ref")
+    add("|dlp| {:.1e}", "logprob_diff_abs_mean")
+    times = [f"{p} {m[f'time/{p}']:.2f}" for p in _PHASES if m.get(f"time/{p}") is not None]
+    if times:
+        parts.append("s: " + " ".join(times))
+    return " | ".join(parts)
+
+
+def eval_line(step: int, m: dict) -> str:
+    """The held-out evaluation's line: `m` holds eval/accuracy (and eval/metric, eval/accuracy_greedy)."""
+    line = f"eval at step {step}: held-out accuracy {m['eval/accuracy']:.3f}"
+    if m.get("eval/metric"):
+        line += f" ({m['eval/metric']})"
+    if m.get("eval/accuracy_greedy") is not None:
+        line += f", greedy {m['eval/accuracy_greedy']:.3f}"
+    return line

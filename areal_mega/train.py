@@ -14,6 +14,8 @@ import time
 from areal_mega.config import load_config
 from areal_mega.engine.export import save_hf_checkpoint
 from areal_mega.engine.sft import sft_loss
+from areal_mega.metrics import eval_line, step_line
+from areal_mega.platform.quiet import silence_known_warnings
 from areal_mega.trainer.config import RunConfig
 from areal_mega.trainer.session import Session, sft_batch, timed
 
@@ -63,17 +65,27 @@ def stage_of(cfg: RunConfig, step: int):
     return cfg.trainer.stages[-1]
 
 
+def evaluate(s: Session, quiet: bool = False) -> dict:
+    """Held-out evaluation (controller); logged and printed unless `quiet` (then the caller does)."""
+    metrics = s.evaluate()
+    if metrics and not quiet:
+        s.log(metrics)
+        print(eval_line(s.step, metrics), flush=True)
+    return metrics
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. algo.kl_coef=0.001")
     args = parser.parse_args(argv)
+    silence_known_warnings()
     cfg = load_config(RunConfig, args.config, args.overrides)
     s = Session(cfg)
     start = time.time()
-    if not s.resumed:
-        s.log(s.evaluate())
     total = sum(stage.steps for stage in cfg.trainer.stages)
+    if not s.resumed:
+        evaluate(s)
     while s.step < total:
         s.step += 1
         stage = stage_of(cfg, s.step)
@@ -81,8 +93,12 @@ def main(argv=None) -> None:
         if cfg.trainer.eval_every and s.step % cfg.trainer.eval_every == 0:
             if cfg.trainer.mode == "sft":
                 s.sync_weights()
-            metrics.update(s.evaluate())
+            metrics.update(evaluate(s, quiet=True))
         s.log({**metrics, "weight_version": s.weight_version, "wall_seconds": time.time() - start})
+        if s.is_controller and (s.step % cfg.trainer.log_every == 0 or s.step == total):
+            print(step_line(s.step, total, metrics), flush=True)
+            if "eval/accuracy" in metrics:
+                print(eval_line(s.step, metrics), flush=True)
         if cfg.trainer.save_every and s.step % cfg.trainer.save_every == 0:
             s.save()
         if s.stop_requested():
@@ -91,7 +107,7 @@ def main(argv=None) -> None:
             return
     if cfg.trainer.mode == "sft":
         s.sync_weights()
-    s.log(s.evaluate())
+    evaluate(s)
     s.save()
     if cfg.trainer.export_hf:
         save_hf_checkpoint(s.policy, s.run_dir / "hf")

@@ -159,7 +159,7 @@ class Engine:
             return zero, num_tokens, {"mb": mb, "logprobs": logprobs.detach().float().cpu(), "entropy": entropy.detach().float().cpu()}
         fields = {k: v.to(self.device) for k, v in mb.token_fields.items()}
         loss, stats = loss_fn(logprobs, entropy, fields, mb)
-        stats = {k: float(v) for k, v in stats.items()}
+        stats = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()}
         return loss, num_tokens, {"loss": loss.detach().float().item(), "n": len(mb.targets), "stats": stats,
                                   "mb": mb, "logprobs": logprobs.detach().float().cpu()}
 

@@ -40,6 +40,7 @@ class TrainerConfig:
     eval_every: int = 0  # steps between held-out evaluations; 0 = only before and after
     eval_samples: int = 200  # held-out problems, one answer each
     eval_temperature: float = 0.0  # 0: greedy; else sampled at this temperature (seeded, same seeds every eval)
+    eval_k: int = 1  # samples per held-out problem when sampled: accuracy = Pass@1 averaged over k (+ greedy)
     max_staleness: int = 0  # weight versions a sample may lag behind the trainer
     # SFT only: the fraction of targets whose answer is off by one (a near miss) (a noisy teacher;
     # the quickstart's warm start, whose samples are then right ~(1 - noise) of the time, for RL to correct)
@@ -55,6 +56,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.mode must be rl or sft, got '{self.mode}'")
         if not self.stages:
             raise ValueError("trainer.stages must list at least one stage")
+        if self.eval_k < 1:
+            raise ValueError(f"trainer.eval_k must be >= 1, got {self.eval_k}")
         for name in ("save_every", "eval_every", "max_staleness", "eval_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"trainer.{name} must be >= 0")

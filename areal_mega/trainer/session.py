@@ -183,7 +183,7 @@ class Session:
         seed = (self.cfg.engine.seed * 1_000_003 + self.step * 65_537) % 2**31
         params = {**rc.sampling_params(), "max_new_tokens": max_new_tokens,
                   "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": seed}
-        rollout = drop_empty(generate_sync(self.client(), prompts, rc.n_samples, params, quiet=True))
+        rollout = drop_empty(generate_sync(self.client(), prompts, rc.n_samples, params, quiet=False))
         check_staleness(rollout, self.weight_version, self.cfg.trainer.max_staleness)
         return rollout, [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
 
@@ -308,26 +308,45 @@ class Session:
         return {"sync/seconds": out["seconds"], "sync/gb_per_s": out["gb_per_s"], **lost}
 
     def evaluate(self) -> dict:
-        """Controller: accuracy on the held-out problems (the quickstart's measure), greedy or sampled at
-        trainer.eval_temperature with the same seeds every time; {} without servers."""
+        """Controller: accuracy on the held-out problems (the quickstart's measure); {} without servers.
+
+        Greedy when trainer.eval_temperature is 0; else Pass@1 averaged over trainer.eval_k samples per
+        problem at that temperature (the same seeds every time), plus the greedy accuracy.
+        """
         if not self.is_controller or not self.heldout.records or not self.urls:
             return {}
-        params = {"temperature": self.cfg.trainer.eval_temperature, "max_new_tokens": 32,
-                  "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": self.cfg.engine.seed}
-        out = generate_sync(self.client(), self.heldout.input_ids, 1, params, quiet=True)
-        texts = self.tokenizer.batch_decode(out.response_ids, skip_special_tokens=True)
-        correct = self.pool.correct(texts, [r.answer for r in self.heldout.records])
-        return {"eval/accuracy": sum(correct) / len(correct)}
+        tc = self.cfg.trainer
+        golds = [r.answer for r in self.heldout.records]
+
+        def accuracy(temperature: float, k: int) -> float:
+            params = {"temperature": temperature, "max_new_tokens": 32,
+                      "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": self.cfg.engine.seed}
+            out = generate_sync(self.client(), self.heldout.input_ids, k, params, quiet=False)
+            texts = self.tokenizer.batch_decode(out.response_ids, skip_special_tokens=True)
+            correct = self.pool.correct(texts, [golds[i] for i in out.prompt_index])
+            return sum(correct) / len(correct)
+
+        n = len(golds)
+        if tc.eval_temperature == 0:
+            return {"eval/accuracy": accuracy(0.0, 1), "eval/metric": f"greedy accuracy on {n} held-out problems"}
+        return {"eval/accuracy": accuracy(tc.eval_temperature, tc.eval_k), "eval/accuracy_greedy": accuracy(0.0, 1),
+                "eval/metric": f"Pass@1 averaged over k={tc.eval_k} samples at T={tc.eval_temperature:g} "
+                               f"on {n} held-out problems"}
 
     def write_summary(self, wall_seconds: float) -> None:
-        """Controller: run_dir/summary.json with held-out accuracy before and after training."""
+        """Controller: run_dir/summary.json with held-out accuracy before and after training (and greedy)."""
         if not self.is_controller:
             return
         from areal_mega.metrics import read_metrics
 
-        acc = [r["eval/accuracy"] for r in read_metrics(self.logger.path) if r.get("eval/accuracy") is not None]
-        summary = {"accuracy_before": acc[0] if acc else None, "accuracy_after": acc[-1] if acc else None,
+        rows = [r for r in read_metrics(self.logger.path) if r.get("eval/accuracy") is not None]
+        summary = {"accuracy_before": rows[0]["eval/accuracy"] if rows else None,
+                   "accuracy_after": rows[-1]["eval/accuracy"] if rows else None,
+                   "metric": rows[-1].get("eval/metric") if rows else None,
                    "steps": self.step, "wall_seconds": wall_seconds}
+        if rows and rows[-1].get("eval/accuracy_greedy") is not None:
+            summary.update(greedy_before=rows[0].get("eval/accuracy_greedy"),
+                           greedy_after=rows[-1]["eval/accuracy_greedy"])
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary), flush=True)
 
