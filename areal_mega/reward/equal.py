@@ -39,6 +39,9 @@ from areal_mega.reward.relations import interval_union, relation_equal, sets_equ
 MAX_ANSWER_CHARS = 1000
 REL_TOL = 1e-4
 _VAR = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?$")
+# Generic evaluation points (values per free symbol, cycled): mixed signs, no integers or simple fractions.
+_POINTS = ((0.5377, -1.3077, 2.7694), (-2.2588, 0.8622, 0.3188), (1.8339, -0.4336, 3.5784), (0.3426, 1.4172, -1.9630))
+_INTEGER = re.compile(r"^-?\d{1,100}$")
 _PLAIN_DECIMAL = re.compile(r"^-?\d*\.(\d+)$")
 _APPROX = re.compile(r"\\approx|\u2248")
 _ARRAY_SPEC = re.compile(r"^\{[lcr|]*\}")
@@ -159,11 +162,41 @@ def _structure_equal(p: str, g: str) -> bool | None:
     return None
 
 
+def _probe(a, b) -> list[tuple[complex, complex]] | None:
+    """(a, b) evaluated at fixed generic points of their free symbols (sympy evalf, no code generation);
+    None when they have none. Points where either side is undefined are left out."""
+    free = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not free:
+        return None
+    values = []
+    for point in _POINTS:
+        subs = {x: point[j % len(point)] + 0.1 * (j // len(point)) for j, x in enumerate(free)}
+        try:
+            va, vb = complex(a.evalf(15, subs=subs)), complex(b.evalf(15, subs=subs))
+        except (TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError, RecursionError):
+            continue
+        if all(math.isfinite(v.real) and math.isfinite(v.imag) for v in (va, vb)):
+            values.append((va, vb))
+    return values
+
+
+def _close(x: complex, y: complex) -> bool:
+    return abs(x - y) <= 1e-8 * max(1.0, abs(x), abs(y))
+
+
 def _symbolic_equal(a, b) -> bool:
+    """a == b: decided numerically at generic points when they have free symbols (fast, and a mismatch
+    at any point is proof), otherwise or when undecided by sympy simplify."""
     if a is None or b is None:
         return False
     if a == b:
         return True
+    probe = _probe(a, b)
+    if probe:
+        if not all(_close(va, vb) for va, vb in probe):
+            return False
+        if len(probe) == len(_POINTS):
+            return True
     try:
         diff = sympy.simplify(a - b)
         if diff == 0:
@@ -175,6 +208,10 @@ def _symbolic_equal(a, b) -> bool:
 
 def _proportional(a, b) -> bool:
     """a = c * b for a nonzero constant c (the equations a = 0 and b = 0 are the same)."""
+    probe = _probe(a, b)
+    if probe and len(probe) == len(_POINTS) and all(abs(vb) > 1e-12 for _, vb in probe):
+        ratios = [va / vb for va, vb in probe]
+        return abs(ratios[0]) > 1e-12 and all(_close(r, ratios[0]) for r in ratios)
     if _symbolic_equal(a, b) or _symbolic_equal(a, -b):
         return True
     try:
@@ -254,10 +291,10 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     if p == g:
         return True
     pa, ga = parse_or_none(p), parse_or_none(g)
+    if pa is not None and ga is not None and pa.is_Integer and ga.is_Integer and not percent:
+        return pa == ga  # 12346 is not 12345, whatever the tolerance
     pv, gv = as_float(pa), as_float(ga)
     if pv is not None and gv is not None:
-        if pa.is_Integer and ga.is_Integer and not percent:  # 12346 is not 12345, whatever the tolerance
-            return pa == ga
         return _numbers_equal(pv, gv, percent, p, g)
     relational = relation_equal(p, g)
     if relational is not None:
@@ -302,6 +339,11 @@ def equal_unguarded(pred: str | None, gold: str) -> bool:
     pred, gold = _exact_part(_unbox(pred)), _exact_part(_unbox(gold))
     if pred is None or gold is None:
         return False
+    p, g = pred.strip(), gold.strip()
+    if p and p == g:
+        return True
+    if _INTEGER.match(p) and _INTEGER.match(g):  # the common case, without normalising
+        return int(p) == int(g)
     percent = has_percent(pred) or has_percent(gold)
     if "=" in pred and "=" in gold:
         if _equal_normalized(normalize(pred, strip_lhs=False), normalize(gold, strip_lhs=False), percent):

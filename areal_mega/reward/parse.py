@@ -339,6 +339,11 @@ def as_float(expr) -> float | None:
         return None
     if expr in (sympy.oo, -sympy.oo):
         return float(expr)
+    if expr.is_Rational:
+        try:
+            return float(expr)
+        except OverflowError:
+            return None
     if not expr.is_number:
         return None
     try:

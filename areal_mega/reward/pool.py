@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection, wait
 
 from areal_mega.reward.config import RewardConfig
 
+MAX_CHUNK = 16  # checks per message to a worker (one pipe round trip per check costs more than a check)
 START_TIMEOUT_S = 120.0  # a worker imports sympy (and math-verify); on a loaded machine that can take a while
 
 
@@ -57,7 +58,7 @@ class _Worker:
         self.conn = Connection(parent.detach())
         self.started = time.monotonic()
         self.ready = False
-        self.task: int | None = None
+        self.tasks: deque[int] = deque()  # sent, not yet answered, in order
         self.deadline = 0.0
 
     def kill(self) -> None:
@@ -110,53 +111,68 @@ class RewardPool:
         return bool(ours) or bool(mv)
 
     def _run(self, tasks: list[tuple[str, str | None, str]], timeout: float) -> list[bool]:
-        """Results of `tasks` [(kind, a, b)] in order; a check past `timeout` seconds or crashing is False."""
+        """Results of `tasks` [(kind, a, b)] in order; a check past `timeout` seconds or crashing is False.
+
+        An idle worker gets a chunk of up to MAX_CHUNK tasks in one message and answers them one by
+        one, so the time limit applies to each check: the head of a worker's chunk has `timeout`
+        seconds from the previous answer. A worker past it is killed, that check is wrong, and the
+        rest of its chunk goes back to the queue.
+        """
         if not self._workers:
             raise RuntimeError("RewardPool is closed")
         results = [False] * len(tasks)
         pending = deque(range(len(tasks)))
-        while pending or any(w.task is not None for w in self._workers):
+        while pending or any(w.tasks for w in self._workers):
             now = time.monotonic()
             for w in list(self._workers):
-                if w.ready and w.task is None and pending:
+                if w.ready and not w.tasks and pending:
+                    size = max(1, min(MAX_CHUNK, len(pending) // (2 * len(self._workers))))
+                    chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
                     try:
-                        w.conn.send((*tasks[pending[0]], self.cfg.mode))
-                    except (BrokenPipeError, OSError):  # died while idle: the task never ran
+                        w.conn.send([(*tasks[i], self.cfg.mode) for i in chunk])
+                    except (BrokenPipeError, OSError):  # died while idle: the chunk never ran
+                        pending.extendleft(reversed(chunk))
                         self.stats["crashes"] += 1
                         self._replace(w)
                         continue
-                    w.task = pending.popleft()
+                    w.tasks.extend(chunk)
                     w.deadline = now + timeout
-            deadlines = [w.deadline for w in self._workers if w.task is not None]
+            deadlines = [w.deadline for w in self._workers if w.tasks]
             deadlines += [w.started + START_TIMEOUT_S for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else 1.0
             ready = wait([w.conn for w in self._workers], timeout=wait_s)
             for w in list(self._workers):
                 if w.conn in ready:
                     try:
-                        msg = w.conn.recv()
+                        while True:  # every answer already sent, without blocking
+                            msg = w.conn.recv()
+                            if msg == "ready":
+                                w.ready = True
+                                self._failed_starts = 0
+                            elif w.tasks:
+                                results[w.tasks.popleft()] = self._verdict(*msg)
+                                w.deadline = time.monotonic() + timeout
+                                self.stats["checks"] += 1
+                            if not w.conn.poll():
+                                break
                     except (EOFError, OSError):
-                        self._finish_failed(w, results, "crashes")
+                        self._finish_failed(w, results, pending, "crashes")
                         continue
-                    if msg == "ready":
-                        w.ready = True
-                        self._failed_starts = 0
-                    elif w.task is not None:
-                        results[w.task] = self._verdict(*msg)
-                        w.task = None
-                        self.stats["checks"] += 1
-                elif w.task is not None and time.monotonic() > w.deadline:
-                    self._finish_failed(w, results, "timeouts")
+                elif w.tasks and time.monotonic() > w.deadline:
+                    self._finish_failed(w, results, pending, "timeouts")
                 elif not w.ready and time.monotonic() > w.started + START_TIMEOUT_S:
                     raise RuntimeError(f"a reward worker did not start within {START_TIMEOUT_S:.0f} s "
                                        f"(command: {' '.join(w.proc.args)})")
         return results
 
-    def _finish_failed(self, w: _Worker, results: list[bool], reason: str) -> None:
-        if w.task is not None:
-            results[w.task] = False
+    def _finish_failed(self, w: _Worker, results: list[bool], pending: deque, reason: str) -> None:
+        """The check `w` was on is wrong (`reason`: timeouts / crashes); the rest of its chunk is re-queued."""
+        if w.tasks:
+            results[w.tasks.popleft()] = False
             self.stats["checks"] += 1
             self.stats[reason] += 1
+            pending.extendleft(reversed(w.tasks))
+            w.tasks.clear()
         self._replace(w)
 
     def check(self, preds: list[str | None], golds: list[str], timeout: float | None = None) -> list[bool]:

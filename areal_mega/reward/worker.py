@@ -6,9 +6,10 @@ of a socket pair inherited as file descriptor FD, rather than through
 `__main__`, which breaks plain scripts without a `__main__` guard, `python -c`
 and notebooks. This process imports only the checker.
 
-Loop: receive `(kind, a, b, mode)` (kind "response": `a` is a whole model
-response, "answer": `a` is an answer string), send back `(builtin, math_verify)`,
-each a bool or None when that checker is not enabled. The address-space limit
+Loop: receive a chunk of tasks `(kind, a, b, mode)` (kind "response": `a` is
+a whole model response, "answer": `a` is an answer string) and send back, one
+message per task as it finishes, `(builtin, math_verify)`: each a bool, or
+None when that checker is not enabled. The address-space limit
 is set before anything heavy is imported, so a runaway check dies with
 MemoryError or is killed; the parent enforces the time limit.
 """
@@ -26,7 +27,8 @@ def _limit_memory(memory_limit_mb: int) -> None:
 
 
 def serve(fd: int, memory_limit_mb: int, checker: str) -> None:
-    """Answer checks on the connection at `fd` until it closes."""
+    """Answer checks on the connection at `fd` until it closes: each message is a chunk of tasks,
+    each task gets its own answer message as soon as it is done."""
     from multiprocessing.connection import Connection
 
     conn = Connection(fd)
@@ -37,12 +39,8 @@ def serve(fd: int, memory_limit_mb: int, checker: str) -> None:
     mv_equal = None
     if checker in ("math_verify", "both"):
         from areal_mega.reward.mathverify import math_verify_equal as mv_equal
-    conn.send("ready")
-    while True:
-        try:
-            kind, a, b, mode = conn.recv()
-        except (EOFError, OSError):
-            return
+
+    def check(kind: str, a: str | None, b: str, mode: str) -> tuple[bool | None, bool | None]:
         ours = mv = None
         if checker in ("builtin", "both"):
             try:
@@ -51,7 +49,16 @@ def serve(fd: int, memory_limit_mb: int, checker: str) -> None:
                 ours = False
         if mv_equal is not None:
             mv = mv_equal(a, b, is_response=kind == "response")
-        conn.send((ours, mv))
+        return ours, mv
+
+    conn.send("ready")
+    while True:
+        try:
+            chunk = conn.recv()
+        except (EOFError, OSError):
+            return
+        for task in chunk:
+            conn.send(check(*task))
 
 
 if __name__ == "__main__":
