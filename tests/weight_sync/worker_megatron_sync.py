@@ -15,6 +15,9 @@ Each rank measures the growth of its peak RSS during each sync (VmHWM reset thro
 /proc/self/clear_refs just before, minus VmRSS then) and writes rank{r}.json with
   rss_growth: {"v1", "v2"} -> bytes; largest_param_bytes: its stage's largest Megatron
   parameter; largest_sent_bytes: the largest tensor it sent (0 unless a sender)
+With --kill-pgid, rank 0 then kills that server (process group), and a third step's sync must
+drop it and rebuild every stage's group with the survivor (lost: servers_lost reported;
+survivor: the survivor's versions and its logprob gap to engine.forward after that sync).
 Rank 0's file also holds:
   engine_greedy: {"v1", "v2"} -> per prompt `[max_new_tokens]` token ids
   greedy_margin: {"v1", "v2"} -> smallest top-1 minus top-2 logprob over those decode steps
@@ -27,6 +30,8 @@ Rank 0's file also holds:
 import argparse
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -145,6 +150,7 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=10)
     ap.add_argument("--bucket-bytes", type=int, default=64 * 1024)
     ap.add_argument("--micro-batch-tokens", type=int, default=2048)
+    ap.add_argument("--kill-pgid", type=int, default=0, help="a server's process group, killed before sync 3")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     init_distributed()
@@ -188,6 +194,19 @@ def main():
             server_ids, server_lps, versions = ask_servers(urls, args.max_new_tokens)
             result["server_greedy"][key], result["server_versions"][key] = server_ids, versions
         result["max_dlogprob"][key] = server_logprob_gap(engine, server_ids, server_lps)
+    if args.kill_pgid:
+        assert engine.train_step(batch if rank0 else None, loss_fn)["skipped"] == 0.0
+        if rank0:
+            os.killpg(args.kill_pgid, signal.SIGKILL)
+        sent, sizes = [], []
+        stats = sync.sync(recording(engine.hf_weights(), sent, sizes) if layout.gathers else None, "3")
+        if rank0:
+            result["lost"], survivor = stats.get("rollout/servers_lost"), sync.urls
+            server_ids, server_lps, versions = ask_servers(survivor, args.max_new_tokens)
+            result["survivor"] = {"urls": survivor, "versions": versions + [reported_versions(survivor)]}
+        gap = server_logprob_gap(engine, server_ids, server_lps)
+        if rank0:
+            result["survivor"]["max_dlogprob"] = gap
     mine = result if rank0 else {k: result[k] for k in ("rss_growth", "largest_param_bytes", "largest_sent_bytes")}
     Path(args.out, f"rank{dist.get_rank()}.json").write_text(json.dumps(mine))
     dist.destroy_process_group()
