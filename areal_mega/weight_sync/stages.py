@@ -99,14 +99,16 @@ class StageWeightSync:
             dist.all_gather_object(out, obj, group=self.layout.group)
             return out
         except Exception as e:  # a dead rank or a time-out of the object group
-            raise WeightSyncError(f"weight sync: rank {self.rank} lost the job while {what}: {describe_error(e)}") from e
+            raise WeightSyncError(
+                f"weight sync: rank {self.rank} lost the job while {what}: {describe_error(e)}") from e
 
     def _from_controller(self, obj, what: str):
         box = [obj]
         try:
             dist.broadcast_object_list(box, src=0, group=self.layout.group)
         except Exception as e:
-            raise WeightSyncError(f"weight sync: rank {self.rank} lost the job while {what}: {describe_error(e)}") from e
+            raise WeightSyncError(
+                f"weight sync: rank {self.rank} lost the job while {what}: {describe_error(e)}") from e
         return box[0]
 
     def _agree(self, error: str | None, what: str) -> None:
@@ -145,7 +147,8 @@ class StageWeightSync:
                              f"cannot reach them: give the servers' routable addresses (rollout.urls / rollout.host)")
         addr = resolve_master_addr(self.cfg.master_addr, self.urls)
         port = self.cfg.master_port + self.layout.stage if self.cfg.master_port else free_port()
-        self.group = init_weight_update_group(self.urls, addr, port, self.group_name, self.cfg.resolved_backend(),
+        self.group = init_weight_update_group(self._client(self.urls), addr, port, self.group_name,
+                                              self.cfg.resolved_backend(),
                                               self.server_tp_size, self.cfg.timeout_s, self.api_key)
 
     def _leave(self, alive: list[str]) -> None:

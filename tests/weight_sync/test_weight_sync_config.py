@@ -48,7 +48,7 @@ def test_auto_refuses_a_loopback_route_or_no_route(monkeypatch):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(wconfig, "route_address", unreachable)
-    with pytest.raises(ValueError, match=r"no route .* to server http://10\.20\.30\.40:30000 .*set weight_sync.master_addr"):
+    with pytest.raises(ValueError, match=r"no route .* to server http://10\.20\.30\.40:30000 .*master_addr"):
         resolve_master_addr("auto", [REMOTE])
 
 

@@ -4,9 +4,10 @@ The servers (URLs in --urls) run the checkpoint in --model. Every rank builds th
 same trainable `Engine` and a `StageWeightSync` (each PP stage's sender joins its
 own weight-update group); then, twice: one train step (Adam, large lr) moves the
 weights, every stage's sender streams `Engine.hf_weights()` of its stage in small
-buckets, and rank 0 asks each server for greedy continuations. The trainer's own greedy decode comes from `engine.forward`:
-at each step every vocabulary token is scored as a one-token response, so the
-argmax is the engine's greedy choice (no export, no transformers model).
+buckets, and rank 0 asks each server for greedy continuations. The trainer's own
+greedy decode comes from `engine.forward`: at each step every vocabulary token is
+scored as a one-token response, so the argmax is the engine's greedy choice (no
+export, no transformers model).
 
 Before the first step the servers' greedy samples of the checkpoint are taken
 and scored by the engine too (same starting weights on both sides).
