@@ -1,6 +1,6 @@
 """Check a HF model directory on our Megatron model against transformers.
 
-    torchrun --nproc-per-node N -m areal_mega.models.check --hf DIR --tp T --pp P [--tol 1e-4]
+    torchrun --nproc-per-node N -m areal_mega.cli.check --hf DIR --tp T --pp P [--tol 1e-4]
 
 Loads DIR at TP=T x PP=P (N = T * P; an Engine with trainable=False), runs
 random token sequences through it and through transformers (fp32), prints the
@@ -12,33 +12,12 @@ test of its failure path).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from areal_mega.models.hf_config import read_hf_dims
-
-
-def validate_hf_dir(model_dir: str | Path):
-    """Raise FileNotFoundError / ValueError naming what is missing or unsupported; returns ModelDims."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"{model_dir}: not a directory")
-    dims = read_hf_dims(model_dir)
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index}: not a safetensors index ({e})") from None
-        missing = sorted({f for f in weight_map.values() if not (model_dir / f).is_file()})
-        if missing:
-            raise FileNotFoundError(f"{model_dir}: safetensors files listed in {index.name} are missing: {missing}")
-    elif not (model_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
-    return dims
+from areal_mega.models.hf_io import validate_hf_dir
 
 
 def random_batch(vocab_size: int, num_seqs: int, seq_len: int, seed: int):
@@ -93,11 +72,11 @@ def main(argv=None) -> int:
                        max_tokens_per_micro_batch=max(args.seq_len, 1))
     engine = Engine(cfg, trainable=False)
     batch = random_batch(dims.vocab_size, args.num_seqs, args.seq_len, args.seed)
-    ours = engine.forward(batch if dist.get_rank() == 0 else None)["logprobs"]
+    ours = engine.forward(batch if dist.get_rank() == 0 else None)  # results on rank 0 only
     box = [None]
     if dist.get_rank() == 0:
         ref = transformers_logprobs(args.reference or args.hf, batch)
-        box = [max((a - b).abs().max().item() for a, b in zip(ours, ref))]
+        box = [max((a - b).abs().max().item() for a, b in zip(ours["logprobs"], ref))]
     dist.broadcast_object_list(box, src=0)
     max_diff = box[0]
     ok = max_diff <= args.tol

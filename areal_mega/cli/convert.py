@@ -1,7 +1,7 @@
 """Convert a HF directory to an areal-mega Megatron checkpoint and back.
 
-    torchrun --nproc-per-node T*P -m areal_mega.models.convert --hf DIR --out CKPT --tp T --pp P
-    torchrun --nproc-per-node T*P -m areal_mega.models.convert --to-hf --ckpt CKPT --out DIR [--hf BASE]
+    torchrun --nproc-per-node T*P -m areal_mega.cli.convert --hf DIR --out CKPT --tp T --pp P
+    torchrun --nproc-per-node T*P -m areal_mega.cli.convert --to-hf --ckpt CKPT --out DIR [--hf BASE]
 
 HF -> Megatron writes `CKPT/step_000000` in the format of
 `areal_mega.engine.checkpoint` (weights only: a run that resumes from it starts
@@ -52,7 +52,7 @@ def megatron_to_hf(ckpt_root: str, out_dir: str, base_dir: str | None = None) ->
 def _preflight(args) -> None:
     """Check inputs before any process group exists, so every rank fails with the same message."""
     from areal_mega.engine.checkpoint import latest_checkpoint
-    from areal_mega.models.check import validate_hf_dir
+    from areal_mega.models.hf_io import validate_hf_dir
 
     if not args.to_hf:
         if not args.hf:

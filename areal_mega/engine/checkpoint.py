@@ -26,7 +26,7 @@ and each rank assembles its new range of the distributed optimizer's state
 from the saved ranges of all DP files of its (tp, pp) (memory-mapped, so only
 the needed slices are read). RNG states come from the file of DP rank
 `dp % saved_dp`. To change TP or PP, export to HF
-(`python -m areal_mega.models.convert --to-hf`) and load that at the new layout.
+(`python -m areal_mega.cli.convert --to-hf`) and load that at the new layout.
 
 A checkpoint is written to `step_N.tmp` and renamed to `step_N` once every
 rank's file is on disk, so a crash mid-save leaves only a `.tmp` directory,

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--save-hf", action="store_true", help="export the trained model to OUT/hf")
     args = ap.parse_args(argv)
     try:
-        from areal_mega.models.check import validate_hf_dir
+        from areal_mega.models.hf_io import validate_hf_dir
 
         validate_hf_dir(args.model)
         pairs = read_sft_jsonl(args.data)

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from areal_mega.models.hf_config import ModelDims
+from areal_mega.models.hf_config import ModelDims, read_hf_dims
 from areal_mega.models.name_map import hf_to_megatron, megatron_to_hf, param_map
 
 TOKENIZER_FILES = (
@@ -26,6 +26,26 @@ TOKENIZER_FILES = (
     "merges.txt",
     "generation_config.json",
 )
+
+
+def validate_hf_dir(model_dir: str | Path):
+    """Raise FileNotFoundError / ValueError naming what is missing or unsupported; returns ModelDims."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: not a directory")
+    dims = read_hf_dims(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{index}: not a safetensors index ({e})") from None
+        missing = sorted({f for f in weight_map.values() if not (model_dir / f).is_file()})
+        if missing:
+            raise FileNotFoundError(f"{model_dir}: safetensors files listed in {index.name} are missing: {missing}")
+    elif not (model_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+    return dims
 
 
 def _safetensors_index(model_dir: Path) -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""The model CLIs: `areal_mega.models.check` and `areal_mega.models.convert`."""
+"""The model CLIs: `areal_mega.cli.check` and `areal_mega.cli.convert`."""
 import json
 import os
 import shutil
@@ -35,14 +35,14 @@ def other_qwen2_dir(tmp_path_factory):
 
 @pytest.mark.multirank
 def test_check_passes_at_tp2(tiny_qwen2_dir):
-    proc = _run("areal_mega.models.check", ["--hf", str(tiny_qwen2_dir), "--tp", "2"], nproc=2)
+    proc = _run("areal_mega.cli.check", ["--hf", str(tiny_qwen2_dir), "--tp", "2"], nproc=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if "max |dlogprob|" in ln)
     assert float(line.split("= ")[1].split()[0]) <= 1e-4 and line.endswith("OK")
 
 
 def test_check_fails_against_other_weights(tiny_qwen2_dir, other_qwen2_dir):
-    proc = _run("areal_mega.models.check", ["--hf", str(tiny_qwen2_dir), "--reference", str(other_qwen2_dir)])
+    proc = _run("areal_mega.cli.check", ["--hf", str(tiny_qwen2_dir), "--reference", str(other_qwen2_dir)])
     assert proc.returncode == 1, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if "max |dlogprob|" in ln)
     assert float(line.split("= ")[1].split()[0]) > 1e-2 and line.endswith("FAIL")
@@ -55,11 +55,11 @@ def test_check_names_missing_safetensors_file(tiny_qwen2_dir, tmp_path):
     index = {"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
                                             "model.norm.weight": "model-00002-of-00002.safetensors"}}
     (broken / "model.safetensors.index.json").write_text(json.dumps(index))
-    proc = _run("areal_mega.models.check", ["--hf", str(broken)])
+    proc = _run("areal_mega.cli.check", ["--hf", str(broken)])
     assert proc.returncode == 2
     assert "model-00002-of-00002.safetensors" in proc.stderr and "missing" in proc.stderr
     (broken / "model.safetensors.index.json").unlink()
-    proc = _run("areal_mega.models.check", ["--hf", str(broken)])
+    proc = _run("areal_mega.cli.check", ["--hf", str(broken)])
     assert proc.returncode == 2 and "no model.safetensors" in proc.stderr
 
 
@@ -69,7 +69,7 @@ def test_check_names_unsupported_architecture(tiny_qwen2_dir, tmp_path):
     cfg = json.loads((odd / "config.json").read_text())
     cfg["architectures"] = ["GPT2LMHeadModel"]
     (odd / "config.json").write_text(json.dumps(cfg))
-    proc = _run("areal_mega.models.check", ["--hf", str(odd)])
+    proc = _run("areal_mega.cli.check", ["--hf", str(odd)])
     assert proc.returncode == 2
     assert "GPT2LMHeadModel" in proc.stderr and "config.json" in proc.stderr and "Qwen2ForCausalLM" in proc.stderr
 
@@ -79,11 +79,11 @@ def test_convert_hf_to_megatron_and_back_is_identical(tiny_qwen2_dir, other_qwen
     from safetensors.torch import load_file
 
     ckpt, back = tmp_path / "ckpt", tmp_path / "back"
-    proc = _run("areal_mega.models.convert", ["--hf", str(tiny_qwen2_dir), "--out", str(ckpt), "--tp", "2"], nproc=2)
+    proc = _run("areal_mega.cli.convert", ["--hf", str(tiny_qwen2_dir), "--out", str(ckpt), "--tp", "2"], nproc=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (ckpt / "step_000000").glob("rank*.pt")) == ["rank0_0_0.pt", "rank1_0_0.pt"]
     # The base dir only supplies config/tokenizer; its (different) weights must all be overwritten.
-    proc = _run("areal_mega.models.convert", ["--to-hf", "--ckpt", str(ckpt), "--hf", str(other_qwen2_dir),
+    proc = _run("areal_mega.cli.convert", ["--to-hf", "--ckpt", str(ckpt), "--hf", str(other_qwen2_dir),
                                               "--out", str(back)], nproc=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     original = load_file(str(tiny_qwen2_dir / "model.safetensors"))
@@ -97,5 +97,5 @@ def test_convert_hf_to_megatron_and_back_is_identical(tiny_qwen2_dir, other_qwen
 
 
 def test_convert_names_missing_checkpoint(tmp_path):
-    proc = _run("areal_mega.models.convert", ["--to-hf", "--ckpt", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    proc = _run("areal_mega.cli.convert", ["--to-hf", "--ckpt", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
