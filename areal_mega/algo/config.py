@@ -4,7 +4,9 @@ Defaults follow AReaL v0.1's DeepSeek-R1-Distill-Qwen-1.5B recipe: KL 0.001 in
 the reward (k1), gamma = lambda = 1 with no critic, advantages whitened over
 the whole batch, PPO clip 0.2, token-mean loss over the global batch, one
 minibatch and one epoch per step, old log-probs taken from the rollout, a mean
-importance ratio above 5 zeroes that minibatch's loss, reward +5 / -5.
+importance ratio above 5 zeroes that minibatch's loss, reward +5 / -5. The
+trainer divides its logits by `rollout.temperature` (the sampling temperature),
+so its log-probs are those of the distribution the servers sampled from.
 """
 from __future__ import annotations
 
@@ -52,11 +54,12 @@ class AlgoConfig:
         "seq_mean_token_sum" or "seq_mean_token_mean" (mean over sequences).
     dynamic_sampling: drop groups whose task rewards are all equal (DAPO).
     overlong: a response cut at max_new_tokens is scored with reward_wrong
-        ("penalize"), excluded from the loss ("mask"), or kept ("none").
+        ("penalize"), excluded from the loss ("mask": its tokens count in no
+        denominator either), or kept ("none").
     max_ratio_cap: zero a minibatch's loss when its mean importance ratio
-        exceeds this (AReaL v0.1 used 5); None disables the check.
-    temperature: the rollout's sampling temperature; the trainer divides its
-        logits by it so its log-probs are those of the sampling distribution.
+        (over the masked tokens of every micro-batch on every DP rank)
+        exceeds this (AReaL v0.1 used 5): the update then runs on zero
+        gradients; None disables the check.
     old_logprobs: "rollout" takes the generation server's log-probs
         (AReaL v0.1), "recompute" runs a trainer forward before the updates.
     ppo_minibatches, ppo_epochs: optimizer steps per RL step =
@@ -87,7 +90,6 @@ class AlgoConfig:
     dynamic_sampling: bool = False
     overlong: str = "none"
     max_ratio_cap: Optional[float] = 5.0
-    temperature: float = 1.0
     old_logprobs: str = "rollout"
     ppo_minibatches: int = 1
     ppo_epochs: int = 1
@@ -116,7 +118,6 @@ class AlgoConfig:
         _choice("overlong", self.overlong, OVERLONG_POLICIES)
         if self.max_ratio_cap is not None and not (math.isfinite(self.max_ratio_cap) and self.max_ratio_cap > 1.0):
             raise ValueError(f"algo.max_ratio_cap: must be > 1 (or null to disable), got {self.max_ratio_cap}")
-        _positive("temperature", self.temperature)
         _choice("old_logprobs", self.old_logprobs, OLD_LOGPROBS_SOURCES)
         _choice("objective", self.objective, OBJECTIVES)
         if self.objective == "decoupled" and self.old_logprobs != "recompute":

@@ -10,7 +10,14 @@ micro-batch on every DP rank) as `num_global_tokens` ("token_mean") or
 `num_global_seqs` ("seq_mean_*"); each call then returns its share, and the
 micro-batch losses summed over micro-batches *and DP ranks* give the loss of
 the minibatch. The engine must therefore sum, not average, gradients over DP
-(or multiply the loss by the DP size when its DDP averages).
+(or multiply the loss by the DP size when its DDP averages). Count only the
+tokens (and sequences) that are in the loss (`loss_normalizers`): a response
+that `overlong=mask` removed must not dilute the mean.
+
+The importance-ratio cap is a decision about the whole minibatch, known only
+after every micro-batch's forward: `MinibatchRatioCap` is the engine's
+`grad_gate` (called after the backward, before the optimizer step) and zeroes
+the minibatch's gradients, which is the update of a zeroed loss.
 """
 from __future__ import annotations
 
@@ -18,7 +25,6 @@ import torch
 
 from areal_mega.algo.config import AlgoConfig
 from areal_mega.algo.kl import kl_estimate
-from areal_mega.algo.mismatch import mean_importance_ratio
 from areal_mega.algo.reduce import masked_moments
 from areal_mega.kernels import ppo_loss
 
@@ -33,7 +39,6 @@ def policy_loss(
     num_global_tokens: float | None = None,
     num_global_seqs: float | None = None,
     seq_lens: torch.Tensor | None = None,
-    dp_group=None,
     backend: str = "auto",
     behav_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -41,16 +46,14 @@ def policy_loss(
 
     cfg gives eps_clip / eps_clip_high / dual_clip, the aggregation
     (cfg.loss_agg), the KL-to-reference loss term (cfg.kl_coef with
-    cfg.kl_estimator, only when not cfg.kl_in_reward; needs `ref_logprobs`),
-    and the ratio cap: when the mean importance ratio exp(logprobs -
-    old_logprobs) over this call's masked tokens (all-reduced over
-    `dp_group`, so all ranks agree) exceeds cfg.max_ratio_cap, the loss is
-    multiplied by 0 (the graph is kept, so every rank's backward still runs),
-    as AReaL v0.1 did.
+    cfg.kl_estimator, only when not cfg.kl_in_reward; needs `ref_logprobs`).
+    The ratio cap (cfg.max_ratio_cap) is not applied here but over the whole
+    minibatch by `MinibatchRatioCap`, from this call's "_ratio_sum" (sum of
+    exp(logprobs - old_logprobs) over masked tokens) and "_ratio_count".
     Stats (detached 0-dim tensors, over this call's masked tokens): the
     kernel's clip_fraction, dual_clip_fraction, approx_kl (KL(old || new)),
     ratio_mean, ratio_max; "kl_ref" (mean KL estimate to the reference, when
-    ref_logprobs is given); "ratio_cap_triggered" (1.0 when the loss was zeroed).
+    ref_logprobs is given); "_ratio_sum", "_ratio_count" (for the cap).
 
     cfg.objective == "decoupled": `old_logprobs` are the proximal policy's
     (recomputed by the trainer) and `behav_logprobs` the behaviour policy's
@@ -112,13 +115,50 @@ def policy_loss(
         with torch.no_grad():
             kl = kl_estimate(logprobs.detach().float(), ref_logprobs.float(), cfg.kl_estimator)
             stats["kl_ref"] = masked_moments(kl, mask)[0].float()
-    triggered = False
-    if cfg.max_ratio_cap is not None:
-        triggered = float(mean_importance_ratio(logprobs, old_logprobs, mask, group=dp_group)) > cfg.max_ratio_cap
-        if triggered:
-            loss = loss * 0.0
-    stats["ratio_cap_triggered"] = torch.tensor(float(triggered))
+    with torch.no_grad():
+        ratio = torch.exp(logprobs.detach().double() - old_logprobs.double())
+        stats["_ratio_sum"] = torch.where(mask > 0, ratio, 0.0).sum()  # padding may hold garbage (NaN)
+        stats["_ratio_count"] = mask.double().sum()
     return loss, stats
+
+
+def loss_normalizers(loss_mask: list[torch.Tensor]) -> tuple[float, float]:
+    """(tokens, sequences) of a minibatch that are in the loss: the global denominators.
+
+    loss_mask: per sequence, its `[response_len]` 0/1 mask. Tokens masked out
+    (e.g. a response `overlong=mask` removed) and sequences with no token left
+    count in neither, so "token_mean" is the mean over the tokens trained on.
+    """
+    tokens = sum(float(m.float().sum()) for m in loss_mask)
+    seqs = sum(1.0 for m in loss_mask if bool((m != 0).any()))
+    return max(tokens, 1.0), max(seqs, 1.0)  # an all-masked minibatch: loss 0, not 0 / 0
+
+
+class MinibatchRatioCap:
+    """The importance-ratio cap over one minibatch (AReaL v0.1: mean ratio above 5 zeroes its loss).
+
+    An `Engine.train_step` grad_gate: called on every rank after the backward
+    with that rank's micro-batch stats (from `policy_loss`; none off the last
+    pipeline stage), it all-reduces the ratio sums over `group` (the job's
+    object group: every DP rank's micro-batches; TP copies scale sum and count
+    alike) and returns True, so the engine zeroes the gradients, when the mean
+    ratio exceeds `cap`. `mean` and `triggered` hold the last decision.
+    """
+
+    def __init__(self, cap: float, group=None):
+        self.cap, self.group = cap, group
+        self.mean, self.triggered = 0.0, False
+
+    def __call__(self, micro_stats: list[dict]) -> bool:
+        import torch.distributed as dist
+
+        totals = torch.tensor([[s.pop("_ratio_sum"), s.pop("_ratio_count")] for s in micro_stats],
+                              dtype=torch.float64).reshape(-1, 2).sum(0)
+        if dist.is_initialized():
+            dist.all_reduce(totals, group=self.group)
+        self.mean = float(totals[0] / totals[1]) if totals[1] > 0 else 0.0
+        self.triggered = self.mean > self.cap
+        return self.triggered
 
 
 @torch.no_grad()

@@ -201,7 +201,7 @@ class Engine:
         return {"logprobs": list(out[0].split(lens)), "entropy": list(out[1].split(lens))}
 
     def train_step(self, batch: SeqBatch | None, loss_fn: LossFn, temperature: float = 1.0,
-                   return_logprobs: bool = False) -> dict:
+                   return_logprobs: bool = False, grad_gate=None) -> dict:
         """One optimizer step over the whole batch: forward + backward of every micro-batch, then Adam.
 
         `loss_fn(logprobs, entropy, fields, mb)` is wrapped so that it also
@@ -210,7 +210,10 @@ class Engine:
         gradient on any rank skips the update on all ranks
         (`stats["skipped"] = 1`). With `return_logprobs`, rank 0's stats also
         hold "logprobs": the `[N]` float32 log-probs this step's forward computed
-        (before the update), in the batch's token order.
+        (before the update), in the batch's token order. `grad_gate(micro_stats)`, if given, is called on
+        every rank after the backward with this rank's list of `loss_fn` stats dicts (empty off the last
+        stage; it may pop private keys from them); True zeroes the gradients before the step, which is
+        then the update of a zeroed loss (the minibatch-wide importance-ratio cap, algo/loss.py).
         """
         if not self.trainable:
             raise RuntimeError("train_step on an engine built with trainable=False")
@@ -224,6 +227,8 @@ class Engine:
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), wrapped, False, temperature)
+        if grad_gate is not None and grad_gate([s["stats"] for s in store]):
+            self.model.zero_grad_buffer()
         finite = all(math.isfinite(s["loss"]) for s in store)
         finite = finite and all(bool(torch.isfinite(b.grad_data).all()) for b in self.model.buffers)
         flag = torch.tensor([0.0 if finite else 1.0])

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from areal_mega.algo.advantages import compute_advantages
 from areal_mega.algo.filters import apply_overlong, dynamic_sampling_mask
-from areal_mega.algo.loss import policy_loss
+from areal_mega.algo.loss import MinibatchRatioCap, loss_normalizers, policy_loss
 from areal_mega.algo.mismatch import logprob_mismatch
 from areal_mega.cluster import trainer_server_gpus
 from areal_mega.config import save_config, to_dict
@@ -257,12 +257,15 @@ class Session:
         controller's `logprob_mismatch` of the first minibatch's forward, before any update ({} otherwise)."""
         algo = self.cfg.algo
         temperature = self.cfg.rollout.temperature or 1.0
+        norm = {}  # the current minibatch's (tokens, sequences) in the loss: masked-out ones do not count
+        cap = MinibatchRatioCap(algo.max_ratio_cap if algo.max_ratio_cap is not None else float("inf"),
+                                self.policy.object_group)
 
         def loss_fn(logprobs, entropy, fields, mb, global_num_tokens, global_num_seqs):
             loss, stats = policy_loss(
                 logprobs, fields["old_logprobs"], fields["advantages"], fields["loss_mask"], algo,
-                ref_logprobs=fields.get("ref_logprobs"), num_global_tokens=global_num_tokens,
-                num_global_seqs=global_num_seqs, seq_lens=mb.response_lens, backend=self.cfg.engine.logprob_backend,
+                ref_logprobs=fields.get("ref_logprobs"), num_global_tokens=norm["tokens"],
+                num_global_seqs=norm["seqs"], seq_lens=mb.response_lens, backend=self.cfg.engine.logprob_backend,
             )
             return loss, {**stats, "entropy": entropy.mean()}
 
@@ -271,10 +274,11 @@ class Session:
         from_rollout = algo.old_logprobs == "rollout"
         stats, mismatch = {}, {}
         for epoch in range(algo.ppo_epochs):
-            for i, part in enumerate(self._minibatch_parts(batch, algo.ppo_minibatches)):
+            for i, (part, (norm["tokens"], norm["seqs"])) in enumerate(self._minibatch_parts(batch, algo.ppo_minibatches)):
                 first = epoch == 0 and i == 0
                 stats = self.policy.train_step(part, loss_fn, temperature=temperature,
-                                               return_logprobs=first and from_rollout)
+                                               return_logprobs=first and from_rollout, grad_gate=cap)
+                stats.update(ratio_cap_triggered=float(cap.triggered), minibatch_ratio_mean=cap.mean)
                 if "logprobs" in stats:  # the controller's, of the first minibatch (the whole batch with one)
                     fields = part.token_fields
                     mismatch = logprob_mismatch(stats.pop("logprobs"), torch.cat(fields["old_logprobs"]),
@@ -284,15 +288,17 @@ class Session:
         return stats, mismatch
 
     def _minibatch_parts(self, batch, n: int) -> list:
-        """All ranks: the step's minibatches (SeqBatch slices on the controller, None elsewhere; only their
-        number is broadcast, the engine sends each DP rank its share)."""
-        parts = None
+        """All ranks: the step's minibatches as (SeqBatch slice on the controller, None elsewhere; the
+        minibatch's `loss_normalizers`); only the normalizers are broadcast, the engine sends each DP rank
+        its share."""
+        parts = norms = None
         if self.is_controller:
             size = -(-len(batch) // n)
             parts = [batch.select(list(range(i, min(i + size, len(batch))))) for i in range(0, len(batch), size)]
-        box = [len(parts) if parts is not None else None]
+            norms = [loss_normalizers(p.token_fields["loss_mask"]) for p in parts]
+        box = [norms]
         dist.broadcast_object_list(box, src=0, group=self.policy.object_group)
-        return parts if parts is not None else [None] * box[0]
+        return list(zip(parts if parts is not None else [None] * len(box[0]), box[0]))
 
     def sync_weights(self) -> dict:
         """All ranks: each stage's sender streams its stage to every server (weight_sync/stages.py);

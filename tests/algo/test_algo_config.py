@@ -28,7 +28,6 @@ def test_defaults_are_areal_v01_recipe():
         ("loss_agg", "seq_sum"),
         ("overlong", "drop"),
         ("max_ratio_cap", 0.5),
-        ("temperature", 0.0),
         ("old_logprobs", "server"),
         ("ppo_minibatches", 0),
         ("ppo_epochs", 0),
@@ -57,3 +56,13 @@ def test_load_config_yaml_and_overrides(tmp_path):
     path.write_text("loss_agg: sum\n")
     with pytest.raises(ConfigError, match=r"algo\.loss_agg"):
         load_config(AlgoConfig, path)
+
+
+def test_algo_temperature_is_gone_the_trainer_divides_by_the_rollout_temperature(tmp_path):
+    """One key per setting: the logit divisor is rollout.temperature (the sampling temperature)."""
+    from areal_mega.trainer.config import RunConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text("engine: {model_path: /m}\nalgo: {temperature: 0.6}\n")
+    with pytest.raises(ConfigError, match=r"algo\.temperature"):
+        load_config(RunConfig, path)

@@ -6,7 +6,7 @@ import torch
 from algo_ref import kl_ref, random_batch
 
 from areal_mega.algo.config import AlgoConfig
-from areal_mega.algo.loss import policy_loss
+from areal_mega.algo.loss import MinibatchRatioCap, loss_normalizers, policy_loss
 
 
 def _reference(lp, old, adv, mask, cfg, ref=None, n_tokens=None, n_seqs=None):
@@ -71,7 +71,7 @@ def test_loss_and_grad_match_reference(agg, case):
     assert math.isclose(float(stats["ratio_mean"]), float(ratio.mean()), rel_tol=1e-5)
     kl = [kl_ref(float(lp[i, t]), float(ref[i, t]), cfg.kl_estimator) for i, t in zip(*torch.nonzero(mask, as_tuple=True))]
     assert math.isclose(float(stats["kl_ref"]), sum(kl) / len(kl), rel_tol=1e-5, abs_tol=1e-7)
-    assert float(stats["ratio_cap_triggered"]) == 0.0
+    assert math.isclose(float(stats["_ratio_sum"] / stats["_ratio_count"]), float(ratio.mean()), rel_tol=1e-9)
 
 
 def test_triton_backend_matches_reference():
@@ -108,15 +108,46 @@ def test_packed_equals_padded(agg):
     assert math.isclose(float(loss), float(padded), rel_tol=1e-5)
 
 
-def test_ratio_cap_zeroes_loss_and_gradient():
-    lp, old, adv, mask, _ = _inputs(seed=70)
-    far = torch.where(mask, old + 2.0, lp)  # ratio e^2 = 7.4 on every token: mean above 5
-    for cap, zeroed in ((5.0, True), (10.0, False), (None, False)):
-        x = far.clone().requires_grad_(True)
-        loss, stats = policy_loss(x, old, adv, mask, AlgoConfig(max_ratio_cap=cap), backend="torch")
-        loss.backward()
-        assert float(stats["ratio_cap_triggered"]) == float(zeroed)
-        assert (float(loss) == 0.0 and float(x.grad.abs().sum()) == 0.0) if zeroed else float(x.grad.abs().sum()) > 0
+def test_ratio_cap_is_decided_over_the_whole_minibatch():
+    """AReaL v0.1's cap: the mean ratio over every masked token of the minibatch, not per micro-batch."""
+    lp, old, adv, mask, _ = _inputs(seed=70, batch=8)
+    far = torch.where(mask, old + 2.0, lp)  # ratio e^2 = 7.4 on every token
+    cfg = AlgoConfig()
+    # micro-batch A (1 row) far off, micro-batch B (7 rows) on-policy: A alone is above 5, the minibatch is not
+    near = torch.where(mask, old, lp)
+    a = policy_loss(far[:1], old[:1], adv[:1], mask[:1], cfg, backend="torch")[1]
+    b = policy_loss(near[1:], old[1:], adv[1:], mask[1:], cfg, backend="torch")[1]
+    gate = MinibatchRatioCap(5.0)
+    assert float(a["ratio_mean"]) > 5.0 and gate([a, b]) is False and not gate.triggered
+    n_a, n_b = float(mask[:1].sum()), float(mask[1:].sum())
+    assert math.isclose(gate.mean, (n_a * math.exp(2.0) + n_b) / (n_a + n_b), rel_tol=1e-6)
+    assert "_ratio_sum" not in a and "_ratio_count" not in b  # consumed: not reported as stats
+    # every micro-batch far off: the minibatch is capped (the engine then zeroes its gradients)
+    parts = [policy_loss(far[s], old[s], adv[s], mask[s], cfg, backend="torch")[1] for s in (slice(0, 3), slice(3, None))]
+    assert gate(parts) is True and math.isclose(gate.mean, math.exp(2.0), rel_tol=1e-6)
+    assert MinibatchRatioCap(10.0)([policy_loss(far, old, adv, mask, cfg, backend="torch")[1]]) is False
+
+
+def test_token_mean_counts_only_tokens_in_the_loss():
+    """overlong=mask removes a response from the loss: its tokens must leave the denominator too, so the
+    loss of the batch equals the loss of the batch without it (the engine's count of every response token
+    would shrink it by the removed share)."""
+    lp, old, adv, mask, _ = _inputs(seed=80, batch=5)
+    removed = mask.clone()
+    removed[2] = False  # response 2 was cut at max_new_tokens and masked out
+    cfg = AlgoConfig(max_ratio_cap=None)
+    assert bool(mask[2].any())
+    tokens, seqs = loss_normalizers(list(removed))
+    assert tokens == float(removed.sum()) < float(mask.sum())
+    assert seqs == float((removed.sum(1) > 0).sum()) == float((mask.sum(1) > 0).sum()) - 1
+    keep = [0, 1, 3, 4]
+    want, _ = policy_loss(lp[keep], old[keep], adv[keep], mask[keep], cfg, backend="torch")
+    got, _ = policy_loss(lp, old, adv, removed, cfg, num_global_tokens=tokens, backend="torch")
+    assert math.isclose(float(got), float(want), rel_tol=1e-6)
+    seq_cfg = AlgoConfig(max_ratio_cap=None, loss_agg="seq_mean_token_mean")
+    want, _ = policy_loss(lp[keep], old[keep], adv[keep], mask[keep], seq_cfg, backend="torch")
+    got, _ = policy_loss(lp, old, adv, removed, seq_cfg, num_global_seqs=seqs, backend="torch")
+    assert math.isclose(float(got), float(want), rel_tol=1e-6)
 
 
 def test_kl_in_reward_keeps_kl_out_of_the_loss():
