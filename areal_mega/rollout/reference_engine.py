@@ -232,14 +232,20 @@ class ReferenceEngine:
 
     def init_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int,
                    group_name: str, backend: str) -> None:
-        """Join the trainer's weight-update group as rank `rank_offset` (tp_rank 0); blocks until all joined."""
+        """Join the trainer's weight-update group as rank `rank_offset` (tp_rank 0); blocks until all joined.
+
+        Groups are kept by name, one per trainer pipeline stage (SGLang's
+        `_model_update_group[group_name]`); joining a name again replaces that
+        group, as SGLang does (a trainer restarted against running servers).
+        """
         if group_name in self.groups:
-            raise ValueError(f"group_name: group {group_name!r} already exists")
+            leave_group(self.groups.pop(group_name))
         self.groups[group_name] = join_group(master_address, master_port, rank_offset, world_size, group_name, backend)
 
     def destroy_group(self, group_name: str) -> None:
         if group_name not in self.groups:
-            raise ValueError(f"group_name: no group {group_name!r}")
+            raise ValueError(f"group_name: the group to be destroyed does not exist ({group_name!r}; "
+                             f"groups: {sorted(self.groups)})")
         leave_group(self.groups.pop(group_name))
 
     def update_from_distributed(self, names: list[str], dtypes: list[str], shapes: list[list[int]],
