@@ -206,7 +206,7 @@ def main(quick: bool) -> dict:
     labels, kinds = [s[2] for s in samples], [s[3] for s in samples]
     ours, ours_s, stats = _run("builtin", responses, golds)
     figures = {"samples": len(samples), "equivalent": sum(labels), "wrong": len(labels) - sum(labels),
-               "golds": len(set(golds)), "pool_workers": 2, "ours_timeouts": stats["timeouts"]}
+               "problems": sum(len(load_jsonl(name)) for name in DATASETS), "distinct_golds": len(set(golds)), "pool_workers": 2, "ours_timeouts": stats["timeouts"]}
     figures.update(_score("ours", ours, labels, kinds, ours_s))
     if not math_verify_available():
         figures["math_verify"] = "not installed"

@@ -7,7 +7,7 @@ this order:
    `\\boxed x`; boxes just before it that are separated from it only by
    connectives (`,`, `;`, `and`, `or`, `\\quad`, `\\text{and}`, `$`) belong to
    the same answer and are joined with ", " (`\\boxed{a=3}` and `\\boxed{b=4}`
-   is `a=3, b=4`);
+   is `a=3, b=4`; a repeated box counts once);
 3. the last answer line: "the answer is", "final answer is", `Final Answer:`,
    `**Answer:**` (bold or not, any case), a `**Final Answer**` heading line. The rest of that line (or the next
    non-empty line when the rest is empty), where math in it
@@ -92,7 +92,8 @@ def _boxed(text: str) -> str | None:
         if content.strip():
             parts.append(content.strip())
         stop = starts[k].start()
-    return ", ".join(reversed(parts)) or None
+    parts = list(dict.fromkeys(reversed(parts)))  # a box repeated ("\\boxed{5} \\boxed{5}") is one answer
+    return ", ".join(parts) or None
 
 
 def math_blocks(text: str) -> list[tuple[str, str]]:

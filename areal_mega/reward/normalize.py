@@ -10,6 +10,7 @@ string was written as a percentage. Both are regex passes over bounded input
 """
 from __future__ import annotations
 
+import functools
 import re
 
 _WORD_NUMBERS = {
@@ -73,6 +74,7 @@ def _strip_units(s: str) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=4096)  # pure; golds repeat for every sample of a problem
 def normalize(s: str, strip_lhs: bool = True) -> str:
     """Canonical form of an answer string (see module docstring).
 

@@ -20,6 +20,7 @@ work done later on the result is bounded by the worker time limit.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -325,6 +326,7 @@ def split_top_level(s: str, sep: str = ",") -> list[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=4096)  # sympy expressions are immutable; golds repeat
 def parse_or_none(s: str):
     """parse_expr_safe(s), or None where it is outside the grammar."""
     try:

@@ -55,6 +55,7 @@ def test_hostile_inputs_are_linear():
         ("the roots are \\boxed{1}, \\boxed{2}", "1, 2"),
         ("$\\boxed{a = 3}$ and $\\boxed{b = 4}$", "a = 3, b = 4"),
         ("first \\boxed{1}, then we find \\boxed{2}", "2"),
+        ("so $\\boxed{5}$ $\\boxed{5}$", "5"),
         ("Final Answer: 5", "5"),
         ("**Final Answer:** $\\frac{1}{2}$", "\\frac{1}{2}"),
         ("work...\n**Answer:** 12", "12"),
@@ -105,7 +106,7 @@ def test_hostile_delimiters_are_linear():
     for mode in ("reward", "eval"):
         assert extract_answer("\\[" * 100_000, mode) is None
         assert extract_answer("$" * 200_001 + "x", mode) in (None, "x")
-        assert extract_answer("\\boxed{1}, " * 20_000, mode) == ", ".join(["1"] * 10)
+        assert extract_answer("\\boxed{1}, " * 20_000, mode) == "1"
         extract_answer("Answer: " * 20_000 + "\n", mode)
         extract_answer("the answer is $" * 20_000, mode)
         extract_answer("1" * 200_000, mode)
