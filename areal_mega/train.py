@@ -16,7 +16,7 @@ from areal_mega.engine.export import save_hf_checkpoint
 from areal_mega.engine.sft import sft_loss
 from areal_mega.metrics import eval_line, step_line
 from areal_mega.platform.quiet import silence_known_warnings
-from areal_mega.trainer.config import RunConfig
+from areal_mega.trainer.config import RunConfig, stage_of
 from areal_mega.trainer.session import Session, sft_batch, timed
 
 
@@ -27,6 +27,7 @@ def rollout_metrics(rollout, rewards, correct) -> dict:
         "reward/mean": float(rewards.mean()), "reward/accuracy": float(correct.mean()),
         "response_length/mean": sum(lengths) / len(lengths), "response_length/max": max(lengths),
         "rollout/tokens_per_s": rollout.metrics.get("gen_tokens_per_s", 0.0),
+        **{k: v for k, v in rollout.metrics.items() if k.startswith("async/")},
     }
 
 
@@ -53,16 +54,6 @@ def rl_step(s: Session, max_new_tokens: int) -> dict:
 def sft_step(s: Session) -> dict:
     stats = s.policy.train_step(sft_batch(s), sft_loss)
     return {f"train/{k}": v for k, v in stats.items()}
-
-
-def stage_of(cfg: RunConfig, step: int):
-    """The context-lengthening stage that global step `step` (1-based) belongs to."""
-    end = 0
-    for stage in cfg.trainer.stages:
-        end += stage.steps
-        if step <= end:
-            return stage
-    return cfg.trainer.stages[-1]
 
 
 def evaluate(s: Session, quiet: bool = False) -> dict:

@@ -42,6 +42,9 @@ class TrainerConfig:
     eval_temperature: float = 0.0  # 0: greedy; else sampled at this temperature (seeded, same seeds every eval)
     eval_k: int = 1  # samples per held-out problem when sampled: accuracy = Pass@1 averaged over k (+ greedy)
     max_staleness: int = 0  # weight versions a sample may lag behind the trainer
+    # asynchronous RL: the servers generate the next batches while the trainer trains; no token trains
+    # on a policy more than max_staleness versions newer than the one that sampled it (0 = synchronous)
+    async_rollout: bool = False
     # SFT only: the fraction of targets whose answer is off by one (a near miss) (a noisy teacher;
     # the quickstart's warm start, whose samples are then right ~(1 - noise) of the time, for RL to correct)
     sft_label_noise: float = 0.0
@@ -71,6 +74,19 @@ class TrainerConfig:
             raise ValueError("trainer.rollout_only and trainer.replay_rollouts need trainer.mode=rl")
         if self.rollout_only and self.replay_rollouts:
             raise ValueError("trainer.rollout_only and trainer.replay_rollouts exclude each other")
+        if self.async_rollout and (self.mode != "rl" or self.rollout_only or self.replay_rollouts):
+            raise ValueError("trainer.async_rollout needs trainer.mode=rl with live generation and training "
+                             "(not rollout_only or replay_rollouts)")
+
+
+def stage_of(cfg: "RunConfig", step: int) -> StageConfig:
+    """The context-lengthening stage that global step `step` (1-based) belongs to."""
+    end = 0
+    for stage in cfg.trainer.stages:
+        end += stage.steps
+        if step <= end:
+            return stage
+    return cfg.trainer.stages[-1]
 
 
 @dataclasses.dataclass

@@ -40,7 +40,7 @@ from areal_mega.trainer.batch import (
     select,
     seq_batch,
 )
-from areal_mega.trainer.config import RunConfig
+from areal_mega.trainer.config import RunConfig, stage_of
 from areal_mega.weight_sync import StageLayout, StageWeightSync
 
 
@@ -57,7 +57,7 @@ class Session:
         self.tokenizer = load_tokenizer(cfg.engine.model_path)
         self.weight_version = 0
         self.step = 0
-        self.servers = self.weights = self.pool = self.logger = None
+        self.servers = self.weights = self.pool = self.logger = self.stream = None
         self.urls: list[str] = []
         self.ckpt_root = self.run_dir / "checkpoints"
         resumed = load_checkpoint(self.policy, self.ckpt_root) if cfg.trainer.resume else None
@@ -87,8 +87,13 @@ class Session:
     def save(self) -> None:
         """All ranks: a resumable checkpoint of this step (model, optimizer, RNG, sampler, versions)."""
         extra = {"step": self.step, "weight_version": self.weight_version,
-                 "sampler": self.sampler.state_dict() if self.is_controller else None}
+                 "sampler": self._sampler_state() if self.is_controller else None}
         save_checkpoint(self.policy, self.ckpt_root, self.step, extra, keep_last=self.cfg.trainer.keep_last)
+
+    def _sampler_state(self) -> dict:
+        """The sampler as of the last trained step (in asynchronous mode it has drawn batches still in
+        flight, which a resumed run must draw again)."""
+        return self.stream.trained_sampler_state if self.stream is not None else self.sampler.state_dict()
 
     # ------------------------------------------------------------ set-up
     def _start_controller(self) -> None:
@@ -149,12 +154,13 @@ class Session:
         """All ranks: each pipeline stage's sender joins the servers' weight-update group of its stage."""
         t = self.policy.topo
         layout = StageLayout(t.pp_rank, t.pp_size, t.is_sync_rank, t.dp_rank == 0, self.policy.object_group)
-        self.weights = StageWeightSync(layout, self.cfg.weight_sync, self.cfg.rollout.tp_size, self.cfg.rollout.api_key)
+        rc = self.cfg.rollout
+        self.weights = StageWeightSync(layout, self.cfg.weight_sync, rc.tp_size, rc.api_key, rc.backend)
         self.weights.join(self.urls if self.is_controller else None)
 
     def client(self) -> GenerationClient:
         rc = self.cfg.rollout
-        return GenerationClient(self.urls, api_key=rc.api_key, timeout_s=rc.timeout_s,
+        return GenerationClient(self.urls, api_key=rc.api_key, backend=rc.backend, timeout_s=rc.timeout_s,
                                 max_retries=rc.max_retries,
                                 max_concurrency=rc.max_concurrency_per_server * len(self.urls),
                                 health_interval_s=rc.health_interval_s)
@@ -171,19 +177,34 @@ class Session:
         tc = self.cfg.trainer
         if tc.replay_rollouts:
             return load_step_rollout(tc.replay_rollouts, self.step)
-        rollout, answers = self._generate(max_new_tokens)
+        rollout, answers = self._stream_next() if tc.async_rollout else self._generate(max_new_tokens)
         if tc.dump_rollouts:
             save_step_rollout(self.run_dir / "rollouts", self.step, rollout, answers)
         return rollout, answers
 
-    def _generate(self, max_new_tokens: int):
-        rc = self.cfg.rollout
-        indices = self.sampler.next_batch()
-        prompts = [self.prompts.input_ids[i] for i in indices]
-        seed = (self.cfg.engine.seed * 1_000_003 + self.step * 65_537) % 2**31
-        params = {**rc.sampling_params(), "max_new_tokens": max_new_tokens,
+    def rollout_request(self, indices: list[int], step: int, max_new_tokens: int) -> tuple[list[list[int]], dict]:
+        """Step `step`'s prompts (token ids) and sampling parameters, seeded by the step."""
+        seed = (self.cfg.engine.seed * 1_000_003 + step * 65_537) % 2**31
+        params = {**self.cfg.rollout.sampling_params(), "max_new_tokens": max_new_tokens,
                   "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": seed}
-        rollout = drop_empty(generate_sync(self.client(), prompts, rc.n_samples, params, quiet=False))
+        return [self.prompts.input_ids[i] for i in indices], params
+
+    def _generate(self, max_new_tokens: int):
+        indices = self.sampler.next_batch()
+        prompts, params = self.rollout_request(indices, self.step, max_new_tokens)
+        rollout = drop_empty(generate_sync(self.client(), prompts, self.cfg.rollout.n_samples, params, quiet=False))
+        check_staleness(rollout, self.weight_version, self.cfg.trainer.max_staleness)
+        return rollout, [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
+
+    def _stream_next(self):
+        """Asynchronous mode: this step's batch from the rollout stream (started on the first call)."""
+        from areal_mega.trainer.async_rollout import AsyncRollout
+
+        if self.stream is None:
+            self.stream = AsyncRollout(self, lambda step: stage_of(self.cfg, step).max_new_tokens)
+        rc = self.cfg.rollout  # a batch waits at most as long as its slowest request with every retry
+        rollout, indices = self.stream.next(self.step, timeout_s=rc.timeout_s * (rc.max_retries + 2))
+        rollout = drop_empty(rollout)
         check_staleness(rollout, self.weight_version, self.cfg.trainer.max_staleness)
         return rollout, [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
 
@@ -246,6 +267,8 @@ class Session:
         fields = {"advantages": adv.split(split), "old_logprobs": old.split(split), "loss_mask": mask.float().split(split)}
         if ref_lp is not None and not algo.kl_in_reward:
             fields["ref_logprobs"] = ref_lp.split(split)
+        if algo.objective == "decoupled":  # old = proximal (recomputed); the rollout's are the behaviour policy's
+            fields["behav_logprobs"] = rollout_lp.split(split)
         if old_lp is not None:  # the forward that recomputed them is the mismatch's trainer side
             stats.update(logprob_mismatch(old_lp, rollout_lp, mask))
         return seq_batch(rollout, {k: list(v) for k, v in fields.items()}), {k: float(v) for k, v in stats.items()}
@@ -266,6 +289,7 @@ class Session:
                 logprobs, fields["old_logprobs"], fields["advantages"], fields["loss_mask"], algo,
                 ref_logprobs=fields.get("ref_logprobs"), num_global_tokens=norm["tokens"],
                 num_global_seqs=norm["seqs"], seq_lens=mb.response_lens, backend=self.cfg.engine.logprob_backend,
+                behav_logprobs=fields.get("behav_logprobs"),
             )
             return loss, {**stats, "entropy": entropy.mean()}
 
@@ -307,6 +331,8 @@ class Session:
         dtype = torch.float32 if self.policy.dtype == torch.float32 else torch.bfloat16
         named = ((n, t.to(dtype)) for n, t in self.policy.hf_weights())
         out = self.weights.sync(named if self.weights.layout.gathers else None, str(self.weight_version))
+        if self.stream is not None:
+            self.stream.set_version(self.weight_version)
         if not out:
             return {}
         self.urls = self.weights.urls
@@ -362,6 +388,8 @@ class Session:
 
     def close(self) -> None:
         if self.is_controller:
+            if self.stream is not None:
+                self.stream.close()
             self.logger.close()
             self.pool.close()
             if self.servers is not None:
