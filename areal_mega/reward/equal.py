@@ -162,14 +162,17 @@ def _structure_equal(p: str, g: str) -> bool | None:
     return None
 
 
-def _probe(a, b) -> list[tuple[complex, complex]] | None:
+def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]] | None:
     """(a, b) evaluated at fixed generic points of their free symbols (sympy evalf, no code generation);
-    None when they have none. Points where either side is undefined are left out."""
+    None when they have none. Points where either side is undefined are left out; with
+    `stop_at_mismatch`, evaluation ends at the first point where they differ."""
     free = sorted(a.free_symbols | b.free_symbols, key=str)
     if not free:
         return None
     values = []
     for point in _POINTS:
+        if stop_at_mismatch and values and not _close(*values[-1]):
+            break
         subs = {x: point[j % len(point)] + 0.1 * (j // len(point)) for j, x in enumerate(free)}
         try:
             va, vb = complex(a.evalf(15, subs=subs)), complex(b.evalf(15, subs=subs))
@@ -191,7 +194,7 @@ def _symbolic_equal(a, b) -> bool:
         return False
     if a == b:
         return True
-    probe = _probe(a, b)
+    probe = _probe(a, b, stop_at_mismatch=True)
     if probe:
         if not all(_close(va, vb) for va, vb in probe):
             return False

@@ -53,6 +53,9 @@ _RELATIONS = (
 _DOUBLED_BACKSLASH = re.compile(
     r"\\\\(?=(?:le|ge|leq|geq|ne|neq|lt|gt|frac|dfrac|tfrac|sqrt|left|right|pi|cdot|times|in|infty|cup|pm|text)(?![a-zA-Z]))"
 )
+_PLAIN_NAMES = re.compile(r"(?<![\\a-zA-Z])(sqrt|pi)(?![a-zA-Z])")
+_PLAIN_POWER = re.compile(r"\*\*\s*(\d+|\([^()]*\)|[a-zA-Z])")
+_SUB_BRACE = re.compile(r"_\{(\w)\}")
 _CURRENCY = ("\\euro", "\\pounds", "\u20ac", "\u00a3", "\u00a5", "USD")
 _PERCENT_WORDS = re.compile(r"\\?(?:percent(?:age)?|per\s*cent|\bpct\b)\.?", re.IGNORECASE)
 _MIXED = re.compile(r"(?<![\w}^_.])(\d+)\\frac\{(\d+)\}\{(\d+)\}(?=$|[,;)\]])")
@@ -89,6 +92,7 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
         s = _DOUBLED_BACKSLASH.sub(r"\\", s)
     s = s.replace("\\displaystyle", "").replace("\\left", "").replace("\\right", "")
     s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
+    s = _PLAIN_NAMES.sub(r"\\\1", _PLAIN_POWER.sub(r"^{\1}", s))  # plain-text sqrt(2), 3pi, 2**10
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     for old, new in _RELATIONS:
         s = s.replace(old, new)
@@ -128,6 +132,7 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
     s = re.sub(r"(^|[^\d])\.(\d)", r"\g<1>0.\2", s)
     s = _TRAILING_ZERO.sub(r"\1", s)
     s = s.replace("+\\infty", "\\infty")
+    s = _SUB_BRACE.sub(r"_\1", s)
     if s.startswith("\\{") is False and len(s) > 2 and s[0] == "{" and s[-1] == "}" and _balanced_group(s):
         s = s[1:-1]
     return s
