@@ -19,8 +19,9 @@ the SGLang path uses:
   the worker receives each full HF-named tensor, in that order, by a
   broadcast from group rank 0, and hands it to `model.load_weights` (which
   shards it for its TP rank);
-- /finish_weight_update {"weight_version"}: processing is finalised and the
-  version set, before the trainer resumes generation.
+- /finish_weight_update {"weight_version"}: processing is finalised, tied
+  parameters are made one tensor again (`retie`) and the version set, before
+  the trainer resumes generation.
 
 vLLM's built-in "nccl" engine rendezvous through vLLM's own
 StatelessProcessGroup and PyNccl communicator, which a trainer holding a
@@ -80,10 +81,11 @@ class ArealWeightTransferEngine(WeightTransferEngine[ArealInitInfo, ArealUpdateI
     def __init__(self, config, vllm_config, device: torch.device, model: torch.nn.Module) -> None:
         super().__init__(config, vllm_config, device, model)
         self.pg: dist.ProcessGroup | None = None
+        self.ties: list[list[str]] = []
 
     def init_transfer_engine(self, init_info: ArealInitInfo) -> None:
-        if self.pg is not None:
-            raise RuntimeError("weight-transfer group already joined; /shutdown_weight_transfer_engine first")
+        """Join the group; a group joined before (a trainer that left or is rebuilding it) is left first."""
+        self.shutdown()
         pc = self.parallel_config
         rank = init_info.rank_offset + pc.data_parallel_index * pc.world_size + pc.rank
         self.pg = join_group(init_info.master_address, init_info.master_port, rank, init_info.world_size,
@@ -92,12 +94,14 @@ class ArealWeightTransferEngine(WeightTransferEngine[ArealInitInfo, ArealUpdateI
     def start_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
+        self.ties = tied_parameters(self.model)
         initialize_layerwise_reload(self.model)
 
     def finish_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
         finalize_layerwise_reload(self.model, self.model_config)
+        retie(self.model, self.ties)
 
     def update_weights(self, update_info: dict) -> None:
         self.receive_weights(self.parse_update_info(update_info))
@@ -116,6 +120,35 @@ class ArealWeightTransferEngine(WeightTransferEngine[ArealInitInfo, ArealUpdateI
         if self.pg is not None:
             leave_group(self.pg)
             self.pg = None
+
+
+def tied_parameters(model: torch.nn.Module) -> list[list[str]]:
+    """Names of parameters that are one tensor (Qwen 0.5B/1.5B: lm_head.weight is embed_tokens.weight), in
+    registration order; groups of two or more."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def retie(model: torch.nn.Module, ties: list[list[str]]) -> None:
+    """Make each tied group one tensor again, the first name's (the one load_weights fills), and redo the
+    other owners' post-loading step.
+
+    vLLM's layerwise reload rebuilds each layer's parameters; a layer whose weights are never sent (a tied
+    lm_head: the trainer sends embed_tokens only, as HF checkpoints do) gets its old tensor back, and on CPU
+    its processed copy (the GEMM kernel's packed weight) is made from that old tensor. Without this the
+    output projection keeps the previous embeddings (measured: logprobs off by ~1 after a sync).
+    """
+    for first, *others in ties:
+        tensor = model.get_parameter(first)
+        for name in others:
+            path, _, attr = name.rpartition(".")
+            module = model.get_submodule(path)
+            setattr(module, attr, tensor)
+            method = getattr(module, "quant_method", None)
+            if method is not None:
+                method.process_weights_after_loading(module)
 
 
 def register() -> None:
