@@ -50,12 +50,38 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass
+class RecomputeConfig:
+    """Activation recomputation (megatron's recompute_granularity / method / num_layers).
+
+    granularity: "none"; "selective" recomputes each layer's core attention in
+      the backward (its softmax-sized activations are never kept); "full"
+      keeps only each checkpointed layer's input and recomputes the layer.
+    method / num_layers (full only): "uniform" checkpoints groups of
+      num_layers layers (1 = every layer on its own); "block" checkpoints the
+      first num_layers layers of each pipeline stage and keeps the rest.
+    """
+
+    granularity: str = "none"  # none | selective | full
+    method: str = "uniform"  # uniform | block
+    num_layers: int = 1
+
+    def __post_init__(self):
+        if self.granularity not in ("none", "selective", "full"):
+            raise ValueError(f"engine.recompute.granularity must be none, selective or full, got '{self.granularity}'")
+        if self.method not in ("uniform", "block"):
+            raise ValueError(f"engine.recompute.method must be uniform or block, got '{self.method}'")
+        if self.num_layers < 1:
+            raise ValueError(f"engine.recompute.num_layers must be >= 1, got {self.num_layers}")
+
+
+@dataclasses.dataclass
 class EngineConfig:
     """One policy (or reference) model on megatron-core."""
 
     model_path: str = ""  # HF directory (config.json + safetensors + tokenizer)
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    recompute: RecomputeConfig = dataclasses.field(default_factory=RecomputeConfig)
     max_tokens_per_micro_batch: int = 8192  # packing budget per micro-batch row
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     logprob_backend: str = "auto"  # kernels backend: auto | torch | triton

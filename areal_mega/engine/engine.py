@@ -70,7 +70,8 @@ class Engine:
         self.dims = read_hf_dims(cfg.model_path)
         self.dtype = _dtype(cfg.dtype)
         self.device = platform_device()
-        self.tconfig = transformer_config(self.dims, cfg.parallel.tp, cfg.parallel.pp, self.dtype)
+        self.tconfig = transformer_config(self.dims, cfg.parallel.tp, cfg.parallel.pp, self.dtype,
+                                          cfg.recompute.granularity, cfg.recompute.method, cfg.recompute.num_layers)
         self.layer_offset = self.topo.pp_rank * (self.dims.num_layers // self.topo.pp_size)
         model = build_gpt_model(self.dims, self.tconfig, self.topo.is_first_stage, self.topo.is_last_stage, self.topo.tp_size)
         model = model.to(device=self.device, dtype=self.dtype)

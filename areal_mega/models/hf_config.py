@@ -85,8 +85,18 @@ def use_transformer_engine() -> bool:
     return True
 
 
-def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype: torch.dtype):
-    """megatron-core TransformerConfig for `dims` at TP x PP, no dropout."""
+def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype: torch.dtype,
+                       recompute_granularity: str = "none", recompute_method: str = "uniform",
+                       recompute_num_layers: int = 1):
+    """megatron-core TransformerConfig for `dims` at TP x PP, no dropout.
+
+    engine.recompute.* is translated here: recompute_granularity none |
+    selective (core attention) | full (with recompute_method uniform | block
+    and recompute_num_layers). Sequence parallelism is not offered: megatron's
+    local spec refuses it (its torch norm asserts `not sequence_parallel`),
+    and with TE the final hidden states would arrive split over the TP ranks,
+    which forward.py's fused log-probs do not gather yet.
+    """
     from megatron.core.transformer import TransformerConfig
 
     if dims.num_heads % tp_size or dims.num_kv_heads % tp_size:
@@ -96,6 +106,17 @@ def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype
         )
     if dims.num_layers % pp_size:
         raise ValueError(f"parallel.pp={pp_size} must divide num_hidden_layers={dims.num_layers}")
+    recompute = {}
+    if recompute_granularity == "selective":
+        recompute = {"recompute_granularity": "selective"}
+    elif recompute_granularity == "full":
+        if recompute_method == "uniform" and (dims.num_layers // pp_size) % recompute_num_layers:
+            raise ValueError(f"engine.recompute.num_layers={recompute_num_layers} must divide the "
+                             f"{dims.num_layers // pp_size} layers of a pipeline stage (method uniform)")
+        recompute = {"recompute_granularity": "full", "recompute_method": recompute_method,
+                     "recompute_num_layers": recompute_num_layers}
+    elif recompute_granularity != "none":
+        raise ValueError(f"engine.recompute.granularity: unknown '{recompute_granularity}'")
     return TransformerConfig(
         num_layers=dims.num_layers,
         hidden_size=dims.hidden_size,
@@ -128,6 +149,7 @@ def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype
         moe_token_dispatcher_type="alltoall",  # unused (dense); "allgather" rejects variable lengths
         calculate_per_token_loss=True,
         deallocate_pipeline_outputs=False,
+        **recompute,
     )
 
 
