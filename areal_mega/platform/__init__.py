@@ -1,4 +1,5 @@
-"""Device and distributed set-up; the CPU compatibility layer for megatron-core."""
+"""Device and distributed set-up (device, process_group: the weight-update group both ends join); the CPU
+compatibility layer for megatron-core. Depends on torch only; every other package may use it."""
 from areal_mega.platform.device import (
     barrier,
     device,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from areal_mega.weight_sync.group import join_group, leave_group
+from areal_mega.platform.process_group import join_group, leave_group
 
 # SGLang's SamplingParams defaults (srt/sampling/sampling_params.py, v0.5.23).
 DEFAULT_SAMPLING = dict(

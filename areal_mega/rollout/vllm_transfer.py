@@ -10,7 +10,7 @@ the SGLang path uses:
 - /init_weight_transfer_engine {"init_info": {master_address, master_port,
   rank_offset, world_size, group_name, backend}}: the worker joins the group
   `group_name` as rank rank_offset + its rank among the server's workers
-  (SGLang's `rank_offset + tp_rank`), through `weight_sync.group.join_group`,
+  (SGLang's `rank_offset + tp_rank`), through `platform.process_group.join_group`,
   gloo on CPU or nccl on GPU;
 - /start_weight_update: vLLM's layerwise reload is armed (parameters are
   re-materialised and re-processed as they arrive, as vLLM's own NCCL engine
@@ -40,7 +40,7 @@ from vllm.distributed.weight_transfer.base import (
     WeightTransferUpdateInfo,
 )
 
-from areal_mega.weight_sync.group import DEFAULT_TIMEOUT_S, join_group, leave_group
+from areal_mega.platform.process_group import DEFAULT_TIMEOUT_S, join_group, leave_group
 
 ENGINE_NAME = "areal"
 

@@ -1,4 +1,8 @@
-"""Trainer -> generation servers weight sync over torch.distributed broadcast groups (nccl / gloo), one per PP stage."""
+"""Trainer -> generation servers weight sync over torch.distributed broadcast groups (nccl / gloo), one per PP stage.
+
+Dependencies: weight_sync -> rollout (GenerationClient: the servers' control plane, any backend) and
+platform (process_group: the group both ends join); rollout never imports weight_sync.
+"""
 from areal_mega.weight_sync.broadcast import (
     WeightSyncError,
     WeightUpdateGroup,

@@ -54,8 +54,8 @@ from typing import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
+from areal_mega.platform.process_group import DEFAULT_TIMEOUT_S, join_group
 from areal_mega.rollout.client import GenerationClient
-from areal_mega.weight_sync.group import DEFAULT_TIMEOUT_S, join_group
 
 DEFAULT_BUCKET_BYTES = 512 * 2**20
 

@@ -30,6 +30,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
+from areal_mega.platform.process_group import leave_group
 from areal_mega.rollout.client import GenerationClient
 from areal_mega.weight_sync.broadcast import (
     WeightSyncError,
@@ -41,7 +42,6 @@ from areal_mega.weight_sync.broadcast import (
     stream_weights,
 )
 from areal_mega.weight_sync.config import WeightSyncConfig, is_loopback, resolve_master_addr, url_host
-from areal_mega.weight_sync.group import leave_group
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ import time
 import pytest
 
 from areal_mega.platform.device import free_port
+from areal_mega.platform.process_group import RendezvousError, join_group
 from areal_mega.weight_sync import config as wconfig
 from areal_mega.weight_sync.broadcast import WeightSyncError, init_weight_update_group
 from areal_mega.weight_sync.config import WeightSyncConfig, is_loopback, resolve_master_addr
-from areal_mega.weight_sync.group import RendezvousError, join_group
 
 LOCAL = ["http://127.0.0.1:30000", "http://localhost:30001", "http://[::1]:30002"]
 REMOTE = "http://10.20.30.40:30000"

@@ -12,11 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rollout"))
 from rollout_refs import greedy_decode  # noqa: E402
 
 from areal_mega.platform.device import free_port  # noqa: E402
+from areal_mega.platform.process_group import leave_group  # noqa: E402
 from areal_mega.rollout.client import GenerationClient  # noqa: E402
 from areal_mega.rollout.launcher import launch_servers  # noqa: E402
 from areal_mega.rollout.manager import generate_sync  # noqa: E402
 from areal_mega.weight_sync.broadcast import init_weight_update_group, stream_weights  # noqa: E402
-from areal_mega.weight_sync.group import leave_group  # noqa: E402
 
 PROMPTS = [[5, 6, 7, 8], [20, 21]]
 

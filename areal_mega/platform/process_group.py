@@ -7,8 +7,11 @@ on rank 0 (the trainer), every key is put under `PrefixStore(group_name)`,
 and the group is made with torch's `_new_process_group_helper`, outside the
 default process group. A trainer that used `init_process_group` instead would
 write other store keys and both sides would hang; one that reused its own
-default group would collide with Megatron's. So both ends here (the trainer
-and the reference server) call `join_group` below with the same layering.
+default group would collide with Megatron's. So both ends here (the trainer's
+senders in weight_sync, and the receivers in rollout: the reference server and
+our vLLM weight-transfer engine) call `join_group` below with the same layering.
+It lives in platform, below both, so that weight_sync (which drives the servers
+through rollout's client) and rollout never import each other in a circle.
 
 The store is built with `TCPStore` directly, not torch's `tcp://` rendezvous:
 under torchrun (TORCHELASTIC_USE_AGENT_STORE=True) that rendezvous makes
