@@ -115,7 +115,8 @@ def test_server_killed_mid_sync_fails_naming_it_within_the_timeout(tiny_qwen2_di
     named = list(AutoModelForCausalLM.from_pretrained(str(tiny_qwen2_dir), dtype=torch.float32).named_parameters())
     timeout_s = 60.0
     with launch_servers(tiny_qwen2_dir, 2) as pool:
-        group = init_weight_update_group(pool.urls, "127.0.0.1", free_port(), "weight_update_group", "gloo",
+        # its own group name: this pytest process still holds the other test's group
+        group = init_weight_update_group(pool.urls, "127.0.0.1", free_port(), "killed_server_group", "gloo",
                                          timeout_s=timeout_s)
 
         def killing_after(k):
