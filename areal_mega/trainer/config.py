@@ -111,3 +111,6 @@ class RunConfig:
         if plan.servers and not self.rollout.urls and self.rollout.num_servers != len(plan.servers):
             raise ValueError(f"rollout.num_servers={self.rollout.num_servers} but the cluster section plans "
                              f"{len(plan.servers)} servers of rollout.tp_size={self.rollout.tp_size} GPUs")
+        if self.rollout.backend == "vllm" and self.weight_sync.pause_mode == "none":
+            raise ValueError("weight_sync.pause_mode=none with rollout.backend=vllm: vLLM opens a weight update "
+                             "at the pause (/pause, then /start_weight_update); use abort or in_place")

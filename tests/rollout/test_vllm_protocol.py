@@ -89,3 +89,13 @@ def test_control_plane_calls():
     assert protocol_for("sglang").finish_update("7") is None and protocol_for("sglang").start_update() is None
     with pytest.raises(ValueError, match="unknown generation backend"):
         protocol_for("trtllm")
+
+
+def test_run_config_refuses_vllm_without_a_pause():
+    from areal_mega.config import ConfigError, load_config
+    from areal_mega.trainer.config import RunConfig
+
+    base = ["engine.model_path=/m", "rollout.backend=vllm"]
+    assert load_config(RunConfig, overrides=base).weight_sync.pause_mode == "abort"
+    with pytest.raises(ConfigError, match="pause_mode=none with rollout.backend=vllm"):
+        load_config(RunConfig, overrides=[*base, "weight_sync.pause_mode=none"])
