@@ -3,11 +3,13 @@ so the trainer/server log-prob gap of every step's samples stays at float noise.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.distributed import run_train
-from tests.trainer.conftest import REPO
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
