@@ -1,4 +1,4 @@
-"""The shortened quickstart: SFT warm start through the engine, then RL at TP=2 makes the reward go up."""
+"""The shortened quickstart: a noisy SFT teacher through the engine, then RL at TP=2 corrects it."""
 import json
 from pathlib import Path
 
@@ -33,13 +33,16 @@ def test_quickstart_shortened_reward_goes_up(model_dir, tmp_path):
     nll = [r["train/nll"] for r in _rows(tmp_path / "sft" / "metrics.jsonl") if "train/nll" in r]
     assert sum(nll[-20:]) / 20 < 0.5 * sum(nll[:20]) / 20
     assert (tmp_path / "sft" / "hf" / "model.safetensors.index.json").is_file()
-    # greedy held-out accuracy after SFT: 74-100% over 6 data orders with plain HF training (sft.yaml)
-    assert json.loads((tmp_path / "sft" / "summary.json").read_text())["accuracy_after"] > 0.5
+    # the noisy teacher (60% of its answers off by one): its samples at T = 1 are right ~40% of the time
+    # (measured 39% on 200 held-out problems), while its most likely answer is mostly right (greedy 85%)
+    sft = json.loads((tmp_path / "sft" / "summary.json").read_text())
+    assert sft["metric"].startswith("Pass@1 averaged over k=4 samples at T=1")
+    assert 0.1 < sft["accuracy_after"] < 0.65 and sft["greedy_after"] > sft["accuracy_after"] + 0.1, sft
 
     _train(str(REPO / "configs/quickstart/rl.yaml"), [
         f"engine.model_path={tmp_path / 'sft' / 'hf'}", f"trainer.run_dir={tmp_path / 'rl'}",
         "trainer.stages=[{max_new_tokens: 16, steps: 40}]", "trainer.eval_samples=50", "trainer.eval_every=0",
-        "trainer.export_hf=false", "engine.optimizer.lr=3.0e-4",
+        "trainer.export_hf=false", "engine.parallel.tp=2",
     ])
     steps = [r for r in _rows(tmp_path / "rl" / "metrics.jsonl") if "reward/mean" in r]
     assert [r["weight_version"] for r in steps] == list(range(1, 41))
@@ -50,9 +53,11 @@ def test_quickstart_shortened_reward_goes_up(model_dir, tmp_path):
         assert r["train/approx_kl"] < 1e-8, f"step {r['step']}: approx_kl {r['train/approx_kl']:.3g} before the update"
         assert r["train/skipped"] == 0.0 and r["train/entropy"] > 0
         assert {"time/rollout", "time/reward", "time/logprobs", "time/train", "time/sync"} <= r.keys()
-    # the least-squares slope of the mean reward (sampled at T = 1.5) over the 40 steps: measured 0.036 +- 0.008
-    # per step at lr 3e-4 (0.019 at the quickstart's 2e-4 over its first 40 steps); one step's mean moves ~0.4
+    # the least-squares slope of the mean reward (sampled at T = 1) over the 40 steps: measured 0.073 per step
+    # (TP=2, one run); one step's mean moves ~0.5
     reward = [r["reward/mean"] for r in steps]
-    assert _slope(reward) > 0.01, reward
+    assert _slope(reward) > 0.02, reward
+    # held-out Pass@1 (k=4 at T=1, 200 samples: one reading moves ~3.5 points) rises: measured 38% -> 58%
+    # in 40 steps (200 problems)
     summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
-    assert summary["steps"] == 40 and 0.0 <= summary["accuracy_after"] <= 1.0
+    assert summary["steps"] == 40 and summary["accuracy_after"] > summary["accuracy_before"] + 0.08, summary
