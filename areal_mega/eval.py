@@ -134,8 +134,9 @@ def evaluate(cfg: EvalConfig, quiet: bool = False) -> dict:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             if not quiet:
                 print(f"{name}: Pass@1 (avg of {cfg.k}) = {100 * summary['pass@1_avg']:.1f}%")
+        disagreement = pool.disagreement_rate()
     report = {"model": cfg.model_dir, "extraction_mode": cfg.reward.mode, "checker": cfg.reward.checker,
-              "config": to_dict(cfg), "results": results}
+              "checker_disagreement_rate": disagreement, "config": to_dict(cfg), "results": results}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     (out_dir / "eval.md").write_text(markdown_report(Path(cfg.model_dir).name or cfg.model_dir, results,
                                                      cfg.reward.mode, cfg.reward.checker))

@@ -80,6 +80,7 @@ def test_eval_end_to_end_two_reference_servers(tiny_qwen2_dir, tmp_path):
     assert 0.0 <= res["pass@1_avg"] <= res["pass@k"]["pass@3"] <= 1.0
     assert report["config"]["temperature"] == 0.6 and report["config"]["top_p"] == 0.95
     assert report["extraction_mode"] == "eval" and report["config"]["reward"]["mode"] == "eval"
+    assert report["checker"] == "builtin" and report["checker_disagreement_rate"] == 0.0
     saved = json.loads((out / "eval.json").read_text())
     assert saved["results"] == report["results"]
     rows = [json.loads(line) for line in (out / "samples_math500.jsonl").read_text().splitlines()]

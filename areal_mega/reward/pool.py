@@ -22,6 +22,7 @@ one worker, closed at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import subprocess
@@ -33,7 +34,8 @@ from multiprocessing.connection import Connection, wait
 from areal_mega.reward.config import RewardConfig
 
 MAX_CHUNK = 16  # checks per message to a worker (one pipe round trip per check costs more than a check)
-START_TIMEOUT_S = 120.0  # a worker imports sympy (and math-verify); on a loaded machine that can take a while
+START_TIMEOUT_S = 120.0
+log = logging.getLogger(__name__)  # a worker imports sympy (and math-verify); on a loaded machine that can take a while
 
 
 def _package_root() -> str:
@@ -191,9 +193,18 @@ class RewardPool:
         self.stats["too_long"] += len(responses) - len(keep)
         tasks = [("response", responses[i], str(golds[i])) for i in keep]
         out = [False] * len(responses)
+        before = self.stats["disagreements"]
         for i, ok in zip(keep, self._run(tasks, self.cfg.timeout_s if timeout is None else timeout)):
             out[i] = ok
+        if self.cfg.checker == "both" and tasks:
+            differ = self.stats["disagreements"] - before
+            log.info("reward checkers disagree on %d of %d responses (%.1f%%)", differ, len(tasks),
+                     100.0 * differ / len(tasks))
         return out
+
+    def disagreement_rate(self) -> float:
+        """Fraction of all checks so far where builtin and math-verify differed (checker "both"; else 0)."""
+        return self.stats["disagreements"] / self.stats["checks"] if self.stats["checks"] else 0.0
 
     def score(self, responses: list[str], golds: list[str], correct: float = 5.0, wrong: float = -5.0) -> list[float]:
         """Rewards: `correct` or `wrong` per response, [len(responses)] floats (the trainer uses algo.reward_*)."""

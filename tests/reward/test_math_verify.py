@@ -24,7 +24,7 @@ def test_both_is_correct_when_either_is_and_counts_disagreements():
     with RewardPool(RewardConfig(num_workers=1, checker="both", timeout_s=30.0)) as pool:
         got = pool.check(["x > 2", "{1,3}", "7", "8"], ["(2,\\infty)", "(1,3)", "7", "9"])
         assert got == [True, True, True, False]
-        assert pool.stats["disagreements"] == 2
+        assert pool.stats["disagreements"] == 2 and pool.disagreement_rate() == 0.5
 
 
 def test_math_verify_hang_is_killed_by_the_pool():
