@@ -49,6 +49,7 @@ def _survivor(model_dir, mode: str, wait: str, timeout_s: float) -> tuple[int, s
 
 
 @pytest.mark.multirank
+@pytest.mark.slow
 def test_dead_controller_ends_the_wait_for_a_batch_at_once(tiny_qwen2_dir):
     """Rank 0 killed while rank 1 waits in Engine.forward for the batch: rank 1 fails within seconds, long
     before its 4-hour time-out, saying a peer closed the connection."""
@@ -59,6 +60,7 @@ def test_dead_controller_ends_the_wait_for_a_batch_at_once(tiny_qwen2_dir):
 
 
 @pytest.mark.multirank
+@pytest.mark.slow
 def test_hung_controller_ends_the_wait_at_engine_collective_timeout(tiny_qwen2_dir):
     """Rank 0 alive but stuck: rank 1, waiting for the server URLs, fails after engine.collective_timeout_s
     (5 s here; torch's default would be 30 min) with a message naming its wait."""
