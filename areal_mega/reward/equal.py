@@ -6,18 +6,24 @@ outside (`areal_mega.reward.pool`); use `math_equal` everywhere else.
 
 Steps, first match wins:
 1. normalised strings are equal;
-2. both are numbers: integers exactly, others to relative tolerance 1e-4; when either side was written
-   as a percentage, also x/100 and x*100 (stricter than Qwen, which always
-   accepts those: for a reward, "50" must not match a gold "0.5");
+2. both are numbers: integers exactly; others exactly when neither was
+   written with a decimal point, else to the precision written (relative
+   1e-4 and half a unit in the last place: `0.6667` is 2/3, `0.67` is not);
+   when either side was written as a percentage, also x/100 and x*100
+   (stricter than Qwen, which always accepts those: for a reward, "50" must
+   not match a gold "0.5");
 3. inequalities, `x \\in S`, set-builder notation and unions of intervals
    as sets of reals (`relations.py`: `0 \\le t \\le 3` is `[0, 3]`);
 4. matrices (`pmatrix`/`bmatrix`/`array`, in brackets or not) cell by cell;
    intervals and tuples element by element with the same brackets; sets
    `\\{...\\}` and bare lists (`,`, `;`, `or`) as multisets, a set equal to
    the bare list of its elements;
-5. equations `a = b` vs `c = d`: a-b equals +-(c-d) symbolically; a side
-   written `x = v` is compared by `v`;
-6. symbolic: sympy `simplify(a - b) == 0` on the safely parsed expressions.
+5. equations `a = b` vs `c = d`: a-b is a nonzero constant times c-d; a side
+   `x = v` is compared by `v` only when `x` names a quantity (`x`, `(p,q)`,
+   `AB`, `f(x)`), so `a + 3z = 0` is not the value 0;
+6. symbolic: with free symbols, both sides evaluated (sympy evalf) at four
+   fixed generic points, a mismatch at any point being proof of difference;
+   otherwise, or where some point is undefined, sympy `simplify(a - b) == 0`.
 
 Before that, an equation chain is cut to its last side (`y = 2+3 = 5` is
 `y = 5`), `a \\pm b` becomes the list `a+b, a-b`, and in `exact \\approx 0.33`
