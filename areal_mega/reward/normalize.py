@@ -1,10 +1,14 @@
 """Normalise an answer string before comparison (the Qwen math-evaluation rules).
 
-`normalize(s)` returns a canonical LaTeX-ish string: no `$`, `\\left`/`\\right`,
-spacing commands, `\\text{}` wrappers, trailing units, degree signs, `\\%`,
-thousands separators, trailing `.0`, leading `x =`; `dfrac`/`tfrac` -> `frac`,
-`\\frac12` -> `\\frac{1}{2}`, `\\sqrt3` -> `\\sqrt{3}`, `a/b` -> `\\frac{a}{b}`
-for integers, number words -> digits. `has_percent(s)` says whether the raw
+`normalize(s)` returns a canonical LaTeX-ish string: no `$`, `\\(..\\)`/`\\[..\\]`,
+`\\left`/`\\right`, spacing commands, `\\text{}`/`\\textnormal{}` wrappers, trailing
+units (superscripts too), currency symbols, degree signs, `\\%` and "percent",
+thousands separators (`2,500`, `12{,}345`, `11,\\! 111`; not `12, 345`, a list),
+trailing `.0` and stray `\\`, leading `x =`; `dfrac`/`tfrac` -> `frac`, `\\frac12`
+-> `\\frac{1}{2}`, `\\sqrt3` -> `\\sqrt{3}`, `a/b` -> `\\frac{a}{b}` for integers,
+`3\\frac{1}{4}` -> `(3+\\frac{1}{4})`, one spelling per relation (`\\geqslant`, `>=`,
+`\\gt` -> `\\ge`, `>`), "or" -> `\\lor`, "and" -> `,`, plain `sqrt(2)`/`pi`/`2**10`,
+number words -> digits. `has_percent(s)` says whether the raw
 string was written as a percentage. Both are regex passes over bounded input
 (callers cap the length), so they cannot hang.
 """
