@@ -35,7 +35,9 @@ from areal_mega.reward.config import RewardConfig
 
 MAX_CHUNK = 16  # checks per message to a worker (one pipe round trip per check costs more than a check)
 START_TIMEOUT_S = 120.0
-log = logging.getLogger(__name__)  # a worker imports sympy (and math-verify); on a loaded machine that can take a while
+log = logging.getLogger(__name__)
+# -P: the caller's working directory (a `sympy.py` or `math_verify.py` next to a script) is not on sys.path.
+_SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()  # a worker imports sympy (and math-verify); on a loaded machine that can take a while
 
 
 def _package_root() -> str:
@@ -52,7 +54,8 @@ class _Worker:
         env["OMP_NUM_THREADS"] = "1"
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "areal_mega.reward.worker", str(child.fileno()), str(memory_limit_mb), checker],
+                [sys.executable, *_SAFE_PATH, "-m", "areal_mega.reward.worker", str(child.fileno()),
+                 str(memory_limit_mb), checker],
                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True,
             )
         finally:
@@ -100,7 +103,7 @@ class RewardPool:
         if not w.ready:
             self._failed_starts += 1
             if self._failed_starts > 3 * len(self._workers):
-                raise RuntimeError("reward workers keep dying before they are ready (memory_limit_mb too low?)")
+                raise RuntimeError("reward workers keep dying before they are ready (their stderr is above; memory_limit_mb too low?)")
         w.kill()
         self._workers[self._workers.index(w)] = self._new_worker()
 

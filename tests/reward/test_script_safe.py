@@ -43,3 +43,12 @@ def test_under_torchrun(tmp_path):
     script.write_text(SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "--master-port", "0", str(script)]
     assert WANT in _run(cmd, tmp_path, timeout=300)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P needs 3.11")
+def test_script_next_to_a_module_that_shadows_sympy(tmp_path):
+    """The workers do not put the caller's directory on sys.path (a user's sympy.py must not break them)."""
+    (tmp_path / "sympy.py").write_text("raise ImportError('the user shadowed sympy')\n")
+    script = tmp_path / "check.py"
+    script.write_text(SCRIPT)
+    assert WANT in _run([sys.executable, str(script)], tmp_path)
