@@ -89,3 +89,18 @@ def test_timer_accumulates_seconds():
             raise RuntimeError("boom")
     assert 0.07 <= times["time/rollout"] < 0.5
     assert "time/train" in times and math.isfinite(times["time/train"])
+
+
+def test_step_line_shows_the_step_at_a_glance():
+    from areal_mega.metrics import eval_line, step_line
+
+    m = {"reward/mean": 1.25, "reward/accuracy": 0.625, "response_length/mean": 12.4, "train/clip_fraction": 0.031,
+         "train/approx_kl": 1.2e-13, "logprob_diff_abs_mean": 3e-7, "time/rollout": 0.31, "time/reward": 0.05,
+         "time/logprobs": 0.0, "time/train": 0.8, "time/sync": 0.04}
+    line = step_line(7, 80, m)
+    assert line.startswith("step  7/80 | reward +1.25 | acc 0.625 | len 12.4 | clip 0.031 | kl 1.2e-13")
+    assert line.endswith("s: rollout 0.31 reward 0.05 logprobs 0.00 train 0.80 sync 0.04")
+    assert step_line(3, 720, {"train/nll": 0.51234, "train/loss": 0.5}) == "step   3/720 | nll 0.5123"
+    e = {"eval/accuracy": 0.4, "eval/accuracy_greedy": 0.85, "eval/metric": "Pass@1 averaged over k=4 samples at T=1"}
+    assert eval_line(20, e) == ("eval at step 20: held-out accuracy 0.400 (Pass@1 averaged over k=4 samples at T=1)"
+                                ", greedy 0.850")
