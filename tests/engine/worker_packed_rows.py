@@ -66,6 +66,7 @@ def main():
     result = {
         "core_attention": type(engine.gpt.decoder.layers[0].self_attention.core_attention).__name__,
         "row_tokens": row,
+        "seq_len": args.seq_len,
         "largest_numel": tracker.largest,
         "max_dlogprob_unpacked": max((a - b).abs().max().item() for a, b in zip(packed, single)),
     }
