@@ -73,9 +73,11 @@ def main(quick: bool = False) -> dict:
             for backend in backends:
                 tps, ids, rss = _server(d, backend, prompts, max_new)
                 out[f"{name}_{backend}_tokens_per_s"] = tps
-                out[f"{name}_{backend}_greedy_equal_to_hf"] = f"{sum(a == b for a, b in zip(ids, hf_out))}/{num_prompts}"
+                equal = sum(a == b for a, b in zip(ids, hf_out))
+                out[f"{name}_{backend}_greedy_equal_to_hf"] = f"{equal}/{num_prompts}"
                 out[f"{name}_{backend}_server_peak_rss_mb"] = rss
             if "vllm" in backends:
-                out[f"{name}_vllm_over_reference"] = out[f"{name}_vllm_tokens_per_s"] / out[f"{name}_reference_tokens_per_s"]
-                out[f"{name}_vllm_over_hf_batched"] = out[f"{name}_vllm_tokens_per_s"] / out[f"{name}_hf_batched_tokens_per_s"]
+                vllm_tps = out[f"{name}_vllm_tokens_per_s"]
+                out[f"{name}_vllm_over_reference"] = vllm_tps / out[f"{name}_reference_tokens_per_s"]
+                out[f"{name}_vllm_over_hf_batched"] = vllm_tps / out[f"{name}_hf_batched_tokens_per_s"]
     return out

@@ -1,4 +1,4 @@
-"""Start N generation servers (SGLang or vLLM on GPU; vLLM or the reference server on CPU), wait for health, stop cleanly.
+"""Start N generation servers (SGLang or vLLM on GPU; vLLM or the reference server on CPU); wait for health; stop.
 
     with launch_servers(model_dir, 2) as pool:
         client = GenerationClient(pool.urls)
