@@ -51,6 +51,7 @@ _INTEGER = re.compile(r"^-?\d{1,100}$")
 _PLAIN_DECIMAL = re.compile(r"^-?\d*\.(\d+)$")
 _APPROX = re.compile(r"\\approx|\u2248")
 _ARRAY_SPEC = re.compile(r"^\{[lcr|]*\}")
+_DECIMAL_COMMA = re.compile(r"^(?!-?[1-9]\d{0,2},\d{3}$)(-?\d+),(\d+)$")  # not a thousands group
 
 
 def _numbers_equal(a: float, b: float, percent: bool, p: str = "", g: str = "") -> bool:
@@ -66,6 +67,26 @@ def _numbers_equal(a: float, b: float, percent: bool, p: str = "", g: str = "") 
     rel = REL_TOL if ("." in p or "." in g or percent) else 1e-9
     return any(math.isclose(a, c, rel_tol=rel, abs_tol=1e-12) and abs(a - c) <= min(tol, default=math.inf)
                for c in candidates)
+
+
+def _decimal_comma(s: str) -> str:
+    """`1,22` read with a decimal comma (`1.22`); `s` itself when it is not one number, one comma, no space.
+
+    Used on the raw strings (normalising drops the space that makes `1, 2` a list) and only
+    when the other side has no comma, so `1,2` still equals the list `1, 2`."""
+    m = _DECIMAL_COMMA.match(s)
+    return f"{m.group(1)}.{m.group(2)}" if m else s
+
+
+def _decimal_comma_equal(p: str, g: str, percent: bool) -> bool | None:
+    """Equality with one raw side read with a decimal comma and the other a single number; else None."""
+    dp, dg = _decimal_comma(p.strip("$ ")), _decimal_comma(g.strip("$ "))
+    if (dp, dg) == (p.strip("$ "), g.strip("$ ")):
+        return None
+    np_, ng = normalize(dp), normalize(dg)
+    if as_float(parse_or_none(np_)) is None or as_float(parse_or_none(ng)) is None:
+        return None  # "2,1" against "x=1 or x=2" is a list
+    return _equal_normalized(np_, ng, percent)
 
 
 def _enclosed(s: str) -> tuple[str, str, str] | None:
@@ -354,6 +375,9 @@ def equal_unguarded(pred: str | None, gold: str) -> bool:
     if _INTEGER.match(p) and _INTEGER.match(g):  # the common case, without normalising
         return int(p) == int(g)
     percent = has_percent(pred) or has_percent(gold)
+    decimal = _decimal_comma_equal(p, g, percent)
+    if decimal is not None:
+        return decimal
     if "=" in pred and "=" in gold:
         if _equal_normalized(normalize(pred, strip_lhs=False), normalize(gold, strip_lhs=False), percent):
             return True

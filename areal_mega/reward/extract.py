@@ -42,7 +42,8 @@ _CONNECTIVE = re.compile(
 )
 _MATH_TOKEN = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)")
 _CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
-_NUMBER = re.compile(r"-?\d*\.?\d+")
+# A number in prose: thousands groups (`1,000.99`), a decimal point or comma (`2,74`), `2/3`, `100%`.
+_NUMBER = re.compile(r"-?(?:(?P<grouped>[1-9]\d{0,2}(?:,\d{3}(?!\d))+)|\d+)(?:[.,]\d+|/\d+)?%?|-?\.\d+")
 MAX_JOINED_BOXES = 10
 MAX_CONNECTIVE_CHARS = 60
 
@@ -169,9 +170,12 @@ def _last_math(text: str) -> str | None:
 
 def _last_number(text: str) -> str | None:
     last = None
-    for last in _NUMBER.finditer(text.replace(",", "")):
+    for last in _NUMBER.finditer(text):
         pass
-    return last.group() if last is not None else None
+    if last is None:
+        return None
+    # "1,000.99" loses its separators; a comma left ("2,74") is a decimal comma
+    return last.group().replace(",", "") if last.group("grouped") else last.group().replace(",", ".")
 
 
 def extract_answer(text: str, mode: str = "reward") -> str | None:

@@ -39,7 +39,7 @@ _TEXT_CMD = re.compile(
     r"\\(?:text|textbf|textit|textnormal|textrm|mbox|mathrm|mathbf|mathit|boldsymbol|operatorname)\s*\{([^{}]*)\}"
 )
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~")
-_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")  # "0,111" is not 111
 _FRAC_SHORT = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*([0-9a-zA-Z])")
 _FRAC_HALF = re.compile(r"\\frac\s*\{([^{}]*)\}\s*([0-9a-zA-Z])")
 _FRAC_HALF2 = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*\{")

@@ -182,10 +182,25 @@ NUMBERS = [
     ("11,\\! 111,\\! 100", "11111101", False),
     ("5\\textnormal{ cm}", "6", False),
 ]
+# A comma between digits that is not a thousands separator is a decimal comma (`3,75` is 3.75)
+# when the other side is one number; against a list it stays a list (`4,5` is the list 4, 5).
+DECIMAL_COMMA = [
+    ("3,75", "3.75", True),
+    ("2500,5", "2500.5", True),
+    ("0,625", "\\frac{5}{8}", True),
+    ("-7,25", "-7.25", True),
+    ("4,5", "4, 5", True),
+    ("4,5", "\\{5, 4\\}", True),
+    ("3,75", "375", False),
+    ("3,75", "3.76", False),
+    ("0,625", "625", False),
+    ("4, 5", "4.5", False),
+    ("2500,5", "25005", False),
+]
 
 ALL_FORMS = {
     "delimited": DELIMITED, "relations": RELATIONS, "chains": CHAINS, "approx": APPROX,
     "equation_chains": EQUATION_CHAINS, "equation_values": EQUATION_VALUES, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
-    "matrices": MATRICES, "precision": PRECISION, "numbers": NUMBERS,
+    "matrices": MATRICES, "precision": PRECISION, "numbers": NUMBERS, "decimal_comma": DECIMAL_COMMA,
 }
 FORM_CASES = [case for cases in ALL_FORMS.values() for case in cases]

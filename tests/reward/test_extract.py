@@ -89,6 +89,11 @@ def test_reward_mode_committed_answers(text, expected):
         ("\\boxed{3} and the last number 4", "3"),
         ("The answer is 6. Then 8.", "6"),
         ("we count 1,234 apples", "1234"),
+        ("not 10 but in total 3,000.50 euros", "3000.50"),
+        ("it weighs 4,25 kg", "4.25"),  # a decimal comma in prose
+        ("we find 7, 8 and 9", "9"),
+        ("so the chance is 3/8.", "3/8"),
+        ("it grew by 40%.", "40%"),
         ("no numbers at all", None),
     ],
 )
