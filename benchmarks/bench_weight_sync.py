@@ -52,7 +52,8 @@ def main(quick: bool = False) -> dict:
         if importlib.util.find_spec("vllm"):
             with launch_servers(d, num_servers, backend="vllm", start_timeout_s=900) as pool:
                 client = GenerationClient(pool.urls, backend="vllm")
-                group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
+                # a name of its own: the reference servers' group still exists in this process
+                group = init_weight_update_group(client, "127.0.0.1", free_port(), "vllm_group", "gloo")
                 runs = [broadcast_weights(group, client, named, weight_version=f"v{i}") for i in range(repeats)]
                 fastest = min(runs, key=lambda s: s["seconds"])
                 vllm = {"vllm_seconds": fastest["seconds"], "vllm_gb_per_s": fastest["gb_per_s"],
