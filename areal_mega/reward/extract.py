@@ -11,13 +11,17 @@ this order:
 3. the last answer line: "the answer is", "final answer is", `Final Answer:`,
    `**Answer:**` (bold or not, any case), a `**Final Answer**` heading line. The rest of that line (or the next
    non-empty line when the rest is empty), where math in it
-   (`$..$`, `\\(..\\)`, `\\[..\\]`) is taken in preference to the words around it.
+   (`$..$`, `\\(..\\)`, `\\[..\\]`) is taken in preference to the words around it,
+   and a sentence of words with one number in it is that number
+   (`Final Answer: Jane started 3 hours ago.` is 3). `Final Answer:` may also
+   start a sentence in the middle of a line.
 There is deliberately no fall-back: an uncommitted response earns nothing.
 
 `mode="eval"` (benchmarks, Table 1) is the Qwen2.5-Math evaluation protocol
 as AReaL reported it: the same steps, then its fall-backs, the last math
 block (`$$..$$`, `$..$`, `\\[..\\]`, `\\(..\\)`, possibly over several lines)
-and finally the last number in the text.
+unless a number follows it in the prose, and finally the last number in the text
+(`1,000.99`, `2,74` with a decimal comma, `2/3`, `40%`).
 
 Everything here is a linear scan: a 1 MB response or 10,000 unbalanced braces
 costs a few passes and returns None.
@@ -31,7 +35,7 @@ _BOX = re.compile(r"\\(?:boxed|fbox)")
 _MINERVA = "final answer is $"
 _MINERVA_END = "$. I hope"
 _ANSWER_LINE = re.compile(
-    r"(?:final answer|the answer) is\b[:\s]*|(?:^|\n)[ \t#>*_]*(?:final answer|answer)[ \t*_]*[:：][ \t*_]*"
+    r"(?:final answer|the answer) is\b[:\s]*|(?:^|\n|(?<=[.!?] ))[ \t#>*_]*(?:final answer|answer)[ \t*_]*[:：][ \t*_]*"
     r"|(?:^|\n)[ \t#>*_]*final answer[ \t*_]*(?=\n)",
     re.IGNORECASE,
 )
@@ -43,6 +47,7 @@ _CONNECTIVE = re.compile(
 _MATH_TOKEN = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)")
 _CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 # A number in prose: thousands groups (`1,000.99`), a decimal point or comma (`2,74`), `2/3`, `100%`.
+_WORD = re.compile(r"\b[a-zA-Z]{3,}\b")
 _NUMBER = re.compile(r"-?(?:(?P<grouped>[1-9]\d{0,2}(?:,\d{3}(?!\d))+)|\d+)(?:[.,]\d+|/\d+)?%?|-?\.\d+")
 MAX_JOINED_BOXES = 10
 MAX_CONNECTIVE_CHARS = 60
@@ -102,6 +107,11 @@ def math_blocks(text: str) -> list[tuple[str, str]]:
 
     between-text is what precedes the block since the previous one; escaped `\\$` is not a delimiter.
     """
+    return [(text[prev:start], text[body:end]) for prev, start, body, end, _ in _math_spans(text)]
+
+
+def _math_spans(text: str) -> list[tuple[int, int, int, int, int]]:
+    """(previous block's end, open start, body start, body end, close end) of each math block."""
     blocks, closer, open_end, last_end = [], None, 0, 0
     for m in _MATH_TOKEN.finditer(text):
         tok = m.group()
@@ -111,7 +121,7 @@ def math_blocks(text: str) -> list[tuple[str, str]]:
             if tok in _CLOSER:
                 closer, open_end, open_start = _CLOSER[tok], m.end(), m.start()
         elif tok == closer:
-            blocks.append((text[last_end:open_start], text[open_end : m.start()]))
+            blocks.append((last_end, open_start, open_end, m.start(), m.end()))
             closer, last_end = None, m.end()
     return blocks
 
@@ -143,7 +153,15 @@ def _from_line(rest: str) -> str | None:
         return contents[0] if contents else None
     line = re.split(r"\.\s", line, maxsplit=1)[0]  # the first sentence: "6. Then 8." is 6
     line = line.strip("*_ ").rstrip(".").strip("*_ ")
-    return line or None
+    return _sentence_number(line) or line or None
+
+
+def _sentence_number(line: str) -> str | None:
+    """The one number in a sentence of words ("Jane started 3 hours ago" is 3); None otherwise."""
+    if len(_WORD.findall(line)) < 3:
+        return None  # "x + 3", "3 apples": not a sentence
+    numbers = [m for m in re.finditer(r"(?<![\w.^_-])-?\d+(?:\.\d+)?(?![\w.^_])", line)]
+    return numbers[0].group() if len(numbers) == 1 and not re.search(r"[=+*/^\\<>]", line) else None
 
 
 def _minerva(text: str) -> str | None:
@@ -163,9 +181,13 @@ def _answer_line(text: str) -> str | None:
     return _from_line(text[last.end() :]) if last is not None else None
 
 
-def _last_math(text: str) -> str | None:
-    blocks = math_blocks(text)
-    return blocks[-1][1].strip() or None if blocks else None
+def _last_math_or_number(text: str) -> str | None:
+    """The last math block, unless a number follows it in the prose ("$d = 90/n$ ... there are 12")."""
+    spans = _math_spans(text)
+    if not spans:
+        return _last_number(text)
+    *_, body, end, close_end = spans[-1]
+    return _last_number(text[close_end:]) or text[body:end].strip() or _last_number(text)
 
 
 def _last_number(text: str) -> str | None:
@@ -189,5 +211,5 @@ def extract_answer(text: str, mode: str = "reward") -> str | None:
         if got is not None:
             return got
     if mode == "eval":
-        return _last_math(text) or _last_number(text)
+        return _last_math_or_number(text)
     return None

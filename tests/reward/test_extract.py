@@ -69,6 +69,10 @@ def test_hostile_inputs_are_linear():
         ("## Final Answer\n\\[ 12 \\]", "12"),
         ("Final Answer: The volume of $ABCD$ is 120. I hope it is correct.", "120"),
         ("Final Answer: The largest $n$ is $34$.", "34"),
+        ("Final Answer: Tom planted the tree 6 years ago.", "6"),
+        ("We are done. Final Answer: the crate holds 24 eggs. I hope it is correct.", "24"),
+        ("Final Answer: x + 3", "x + 3"),  # an expression, not a sentence
+        ("Final Answer: the crate holds 24 eggs and 3 jars", "the crate holds 24 eggs and 3 jars"),
         ("the result is $5$", None),
         ("so we get 5", None),
     ],
@@ -89,6 +93,8 @@ def test_reward_mode_committed_answers(text, expected):
         ("\\boxed{3} and the last number 4", "3"),
         ("The answer is 6. Then 8.", "6"),
         ("we count 1,234 apples", "1234"),
+        ("We set $d = 90/n$ for each divisor; so there are 12 such sequences.", "12"),
+        ("Hence $y = 4$ at the end", "y = 4"),
         ("not 10 but in total 3,000.50 euros", "3000.50"),
         ("it weighs 4,25 kg", "4.25"),  # a decimal comma in prose
         ("we find 7, 8 and 9", "9"),
