@@ -15,6 +15,7 @@ micro-batch means of floats, averaged by the engine with token weights.
 """
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 from typing import Callable, Iterator
@@ -106,7 +107,8 @@ class Engine:
     def _data_groups(self) -> DataGroups:
         if self._groups is None:
             producer = self.topo.is_last_stage and self.topo.tp_rank == 0
-            self._groups = DataGroups(_object_group(), self.topo.dp_rank, self.topo.dp_size, producer)
+            timeout = datetime.timedelta(seconds=self.cfg.collective_timeout_s)  # as long as the object group's
+            self._groups = DataGroups(_object_group(), self.topo.dp_rank, self.topo.dp_size, producer, timeout)
         return self._groups
 
     def _results(self, store: list, batch: SeqBatch | None, share: SeqBatch, parts, meta: ShareMeta,
