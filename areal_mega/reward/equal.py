@@ -143,8 +143,12 @@ def _items(s: str) -> list[str]:
 
 
 def _multiset_equal(preds: list[str], golds: list[str]) -> bool:
+    """Same elements, in any order; an element written twice counts once when both sides keep two or
+    more distinct ones (a solution set: `(1,2), (3,4), (1,2)` is `(3,4), (1,2)`, but `2, 2` is not `2`)."""
     if len(preds) != len(golds):
-        return False
+        preds, golds = list(dict.fromkeys(x.strip() for x in preds)), list(dict.fromkeys(x.strip() for x in golds))
+        if len(preds) != len(golds) or len(preds) < 2:
+            return False
     left = list(golds)
     for p in preds:
         for j, g in enumerate(left):

@@ -91,6 +91,15 @@ SETS = [
     ("(1,2) \\cup (3,4)", "(1,2)\\cup(3,5)", False),
     ("\\{1,2\\}", "(1,2)", False),
 ]
+# A solution set written with an element twice is the same set (both sides keep two or more elements).
+DUPLICATES = [
+    ("(2, 5), (4, 1), (2,5)", "(4,1), (2,5)", True),
+    ("\\{-3, 7, -3\\}", "\\{7, -3\\}", True),
+    ("x = 2, x = 6, x = 2", "2, 6", True),
+    ("(2, 5), (4, 1), (2,5)", "(4,1), (2,6)", False),
+    ("4, 4", "4", False),
+    ("\\{-3, 7, -3\\}", "\\{7, -3, 1\\}", False),
+]
 PLUS_MINUS = [
     ("\\pm 2", "2, -2", True),
     ("x = \\pm 2", "-2, 2", True),
@@ -202,5 +211,6 @@ ALL_FORMS = {
     "delimited": DELIMITED, "relations": RELATIONS, "chains": CHAINS, "approx": APPROX,
     "equation_chains": EQUATION_CHAINS, "equation_values": EQUATION_VALUES, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
     "matrices": MATRICES, "precision": PRECISION, "numbers": NUMBERS, "decimal_comma": DECIMAL_COMMA,
+    "duplicates": DUPLICATES,
 }
 FORM_CASES = [case for cases in ALL_FORMS.values() for case in cases]
