@@ -20,7 +20,8 @@ There is deliberately no fall-back: an uncommitted response earns nothing.
 `mode="eval"` (benchmarks, Table 1) is the Qwen2.5-Math evaluation protocol
 as AReaL reported it: the same steps, then its fall-backs, the last math
 block (`$$..$$`, `$..$`, `\\[..\\]`, `\\(..\\)`, possibly over several lines)
-unless a number follows it in the prose, and finally the last number in the text
+(with the blocks before it that only connectives separate from it:
+`$1$, $2$ or $3$` is `1, 2, 3`) unless a number follows it in the prose, and finally the last number in the text
 (`1,000.99`, `2,74` with a decimal comma, `2/3`, `40%`).
 
 Everything here is a linear scan: a 1 MB response or 10,000 unbalanced braces
@@ -182,12 +183,23 @@ def _answer_line(text: str) -> str | None:
 
 
 def _last_math_or_number(text: str) -> str | None:
-    """The last math block, unless a number follows it in the prose ("$d = 90/n$ ... there are 12")."""
+    """The last math block, joined with the blocks before it that only connectives separate from it,
+    unless a number follows it in the prose ("$d = 90/n$ ... there are 12")."""
     spans = _math_spans(text)
     if not spans:
         return _last_number(text)
-    *_, body, end, close_end = spans[-1]
-    return _last_number(text[close_end:]) or text[body:end].strip() or _last_number(text)
+    number = _last_number(text[spans[-1][4] :])
+    if number is not None:
+        return number
+    parts = []
+    for k in range(len(spans) - 1, max(-1, len(spans) - 1 - MAX_JOINED_BOXES), -1):
+        prev, start, body, end, _ = spans[k]
+        parts.append(text[body:end].strip())
+        gap = text[prev:start]
+        if k == 0 or len(gap) > MAX_CONNECTIVE_CHARS or _CONNECTIVE.fullmatch(gap) is None:
+            break
+    parts = [p for p in reversed(parts) if p]  # "$1$ and $2$ or $3$" is the list 1, 2, 3
+    return ", ".join(parts) or _last_number(text)
 
 
 def _last_number(text: str) -> str | None:

@@ -95,6 +95,8 @@ def test_reward_mode_committed_answers(text, expected):
         ("we count 1,234 apples", "1234"),
         ("We set $d = 90/n$ for each divisor; so there are 12 such sequences.", "12"),
         ("Hence $y = 4$ at the end", "y = 4"),
+        ("The roots are $2$, $5$ or $9$.", "2, 5, 9"),
+        ("From $a = 2$ we get $7$", "7"),
         ("not 10 but in total 3,000.50 euros", "3000.50"),
         ("it weighs 4,25 kg", "4.25"),  # a decimal comma in prose
         ("we find 7, 8 and 9", "9"),
