@@ -7,7 +7,8 @@ this order:
    `\\boxed x`; boxes just before it that are separated from it only by
    connectives (`,`, `;`, `and`, `or`, `\\quad`, `\\text{and}`, `$`) belong to
    the same answer and are joined with ", " (`\\boxed{a=3}` and `\\boxed{b=4}`
-   is `a=3, b=4`; a repeated box counts once);
+   is `a=3, b=4`; a repeated box counts once), and so are boxes that a few
+   words ending in "and" or "," separate (`\\boxed{1} papers and \\boxed{2} bins`);
 3. the last answer line: "the answer is", "final answer is", `Final Answer:`,
    `**Answer:**` (bold or not, any case), a `**Final Answer**` heading line. The rest of that line (or the next
    non-empty line when the rest is empty), where math in it
@@ -48,6 +49,8 @@ _CONNECTIVE = re.compile(
 _MATH_TOKEN = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)")
 _CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 # A number in prose: thousands groups (`1,000.99`), a decimal point or comma (`2,74`), `2/3`, `100%`.
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
+_LABEL = re.compile(r"[a-zA-Z() ]{0,30}(?:\band|,)")
 _WORD = re.compile(r"\b[a-zA-Z]{3,}\b")
 _NUMBER = re.compile(r"-?(?:(?P<grouped>[1-9]\d{0,2}(?:,\d{3}(?!\d))+)|\d+)(?:[.,]\d+|/\d+)?%?|-?\.\d+")
 MAX_JOINED_BOXES = 10
@@ -81,6 +84,12 @@ def _box_at(text: str, m: re.Match, stop: int) -> tuple[str, int] | None:
     return None
 
 
+def _labelled_gap(gap: str) -> bool:
+    """A few words that end in "and" or ",": `\\boxed{1} papers and \\boxed{2}`, `\\text{ for part (a) and }`."""
+    words = _TEXT_WRAPPER.sub(r" \1 ", gap).replace("$", " ").strip()
+    return _LABEL.fullmatch(words) is not None
+
+
 def _boxed(text: str) -> str | None:
     """The last box, joined with the boxes before it that only connectives separate from it."""
     starts = list(_BOX.finditer(text))
@@ -94,7 +103,7 @@ def _boxed(text: str) -> str | None:
         content, end = got
         if parts:
             gap = text[end:stop]
-            if len(gap) > MAX_CONNECTIVE_CHARS or _CONNECTIVE.fullmatch(gap) is None:
+            if len(gap) > MAX_CONNECTIVE_CHARS or not (_CONNECTIVE.fullmatch(gap) or _labelled_gap(gap)):
                 break
         if content.strip():
             parts.append(content.strip())

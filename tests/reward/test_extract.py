@@ -70,6 +70,10 @@ def test_hostile_inputs_are_linear():
         ("Final Answer: The volume of $ABCD$ is 120. I hope it is correct.", "120"),
         ("Final Answer: The largest $n$ is $34$.", "34"),
         ("Final Answer: Tom planted the tree 6 years ago.", "6"),
+        ("So \\boxed{4} cats and \\boxed{7} dogs.", "4, 7"),
+        ("$\\boxed{(2, 1)} \\text{ in case (i) and } \\boxed{(0, 5)}$", "(2, 1), (0, 5)"),
+        ("\\boxed{4} is too small, so the answer is \\boxed{7}", "7"),
+        ("We tried \\boxed{4}; then \\boxed{7}", "7"),
         ("We are done. Final Answer: the crate holds 24 eggs. I hope it is correct.", "24"),
         ("Final Answer: x + 3", "x + 3"),  # an expression, not a sentence
         ("Final Answer: the crate holds 24 eggs and 3 jars", "the crate holds 24 eggs and 3 jars"),
