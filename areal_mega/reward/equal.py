@@ -14,7 +14,8 @@ Steps, first match wins:
    not match a gold "0.5");
 3. inequalities, `x \\in S`, set-builder notation and unions of intervals
    as sets of reals (`relations.py`: `0 \\le t \\le 3` is `[0, 3]`);
-4. matrices (`pmatrix`/`bmatrix`/`array`, in brackets or not) cell by cell;
+4. matrices (`pmatrix`/`bmatrix`/`array`, in brackets or not) cell by cell, a sum
+   or product of written matrices by its value (`matrices.py`);
    intervals and tuples element by element with the same brackets; sets
    `\\{...\\}` and bare lists (`,`, `;`, `or`) as multisets, a set equal to
    the bare list of its elements;
@@ -38,6 +39,7 @@ import re
 import sympy
 
 from areal_mega.reward.extract import extract_answer
+from areal_mega.reward.matrices import matrix_rows
 from areal_mega.reward.normalize import has_percent, normalize
 from areal_mega.reward.parse import as_float, parse_or_none, split_top_level
 from areal_mega.reward.relations import interval_union, relation_equal, sets_equal
@@ -50,7 +52,6 @@ _POINTS = ((0.5377, -1.3077, 2.7694), (-2.2588, 0.8622, 0.3188), (1.8339, -0.433
 _INTEGER = re.compile(r"^-?\d{1,100}$")
 _PLAIN_DECIMAL = re.compile(r"^-?\d*\.(\d+)$")
 _APPROX = re.compile(r"\\approx|\u2248")
-_ARRAY_SPEC = re.compile(r"^\{[lcr|]*\}")
 _DECIMAL_COMMA = re.compile(r"^(?!-?[1-9]\d{0,2},\d{3}$)(-?\d+),(\d+)$")  # not a thousands group
 
 
@@ -116,20 +117,6 @@ def _balanced(s: str) -> bool:
     return depth == 0
 
 
-def _matrix_rows(s: str) -> list[list[str]] | None:
-    """Cells of a `pmatrix`/`bmatrix`/`matrix`/`array` (optionally inside `[...]` or `(...)`), row by row."""
-    if len(s) > 2 and s[0] in "([" and s[-1] in ")]" and s[1:].startswith("\\begin{"):
-        s = s[1:-1]
-    for env in ("pmatrix", "bmatrix", "matrix", "vmatrix", "array"):
-        head, tail = f"\\begin{{{env}}}", f"\\end{{{env}}}"
-        if s.startswith(head) and s.endswith(tail):
-            body = s[len(head) : -len(tail)]
-            if env == "array":
-                body = _ARRAY_SPEC.sub("", body)
-            return [row.split("&") for row in body.split("\\\\") if row.strip()]
-    return None
-
-
 def _tuple_items(inner: str) -> list[str]:
     """Entries of a tuple or interval body: `1, 2` or `1; 2`."""
     parts = split_top_level(inner)
@@ -166,7 +153,7 @@ def _ordered_equal(preds: list[str], golds: list[str]) -> bool:
 
 def _structure_equal(p: str, g: str) -> bool | None:
     """Equality of structured answers; None when neither side is structured."""
-    pm, gm = _matrix_rows(p), _matrix_rows(g)
+    pm, gm = matrix_rows(p), matrix_rows(g)
     if pm is not None or gm is not None:
         if pm is None or gm is None or len(pm) != len(gm):
             return False

@@ -143,6 +143,21 @@ MATRICES = [
     ("\\left[\\begin{array}{cc}1 & 2\\\\3 & 5\\end{array}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
     ("\\begin{bmatrix}\\frac{1}{2} & 0\\end{bmatrix}", "\\begin{pmatrix}0.5\\\\0\\end{pmatrix}", False),
 ]
+# A sum, difference or product of written matrices is compared by its value.
+MATRIX_ARITHMETIC = [
+    ("\\begin{pmatrix}2 & 0\\\\ 1 & 3\\end{pmatrix} + \\begin{pmatrix}1 & 1\\\\ 0 & -3\\end{pmatrix}",
+     "\\begin{pmatrix}3 & 1\\\\ 1 & 0\\end{pmatrix}", True),
+    ("\\begin{bmatrix}1 & 2\\end{bmatrix} \\begin{bmatrix}3\\\\ 4\\end{bmatrix}", "\\begin{pmatrix}11\\end{pmatrix}", True),
+    ("\\begin{pmatrix}0 & 1\\\\ 1 & 0\\end{pmatrix} \\cdot \\begin{pmatrix}a \\\\ b\\end{pmatrix}",
+     "\\begin{pmatrix}b\\\\a\\end{pmatrix}", True),
+    ("\\begin{pmatrix}5 & 5\\end{pmatrix} - \\begin{pmatrix}\\frac{1}{2} & 2\\end{pmatrix}",
+     "\\begin{pmatrix}4.5 & 3\\end{pmatrix}", True),
+    ("\\begin{pmatrix}2 & 0\\\\ 1 & 3\\end{pmatrix} + \\begin{pmatrix}1 & 1\\\\ 0 & -3\\end{pmatrix}",
+     "\\begin{pmatrix}3 & 1\\\\ 1 & 6\\end{pmatrix}", False),
+    ("\\begin{pmatrix}0 & 1\\\\ 1 & 0\\end{pmatrix} \\cdot \\begin{pmatrix}a \\\\ b\\end{pmatrix}",
+     "\\begin{pmatrix}a\\\\b\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1 & 2\\end{pmatrix} + \\begin{pmatrix}3\\\\ 4\\end{pmatrix}", "\\begin{pmatrix}4 & 6\\end{pmatrix}", False),
+]
 PRECISION = [
     ("0.028672", "\\frac{448}{15625}", True),
     ("0.0286720", "\\frac{448}{15625}", True),
@@ -211,6 +226,6 @@ ALL_FORMS = {
     "delimited": DELIMITED, "relations": RELATIONS, "chains": CHAINS, "approx": APPROX,
     "equation_chains": EQUATION_CHAINS, "equation_values": EQUATION_VALUES, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
     "matrices": MATRICES, "precision": PRECISION, "numbers": NUMBERS, "decimal_comma": DECIMAL_COMMA,
-    "duplicates": DUPLICATES,
+    "duplicates": DUPLICATES, "matrix_arithmetic": MATRIX_ARITHMETIC,
 }
 FORM_CASES = [case for cases in ALL_FORMS.values() for case in cases]
