@@ -147,7 +147,8 @@ def _rl_mismatch(model_dir, run_dir, backend, urls=()):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     out = []
     for r in rows:  # the mismatch keys, whatever prefix the logger gives them
-        found = {k.rsplit("/", 1)[-1]: v for k, v in r.items() if k.endswith(("logprob_diff_abs_max", "rollout_ratio_mean"))}
+        found = {k.rsplit("/", 1)[-1]: v for k, v in r.items()
+                 if k.endswith(("logprob_diff_abs_max", "rollout_ratio_mean"))}
         if found:
             out.append({"step": r["step"], **found})
     return out
@@ -228,7 +229,13 @@ class CountingClient(GenerationClient):
 
 
 @pytest.mark.multirank
-def test_kill_one_of_two_vllm_servers_mid_rollout_keeps_all_64_samples(pool):
+def test_kill_one_of_two_vllm_servers_mid_rollout_keeps_all_64_samples(pool, model_dir):
+    """All 64 samples come back from the survivor; then the weight-transfer group is rebuilt without the
+    dead server (as the trainer does before its next sync) and a sync reaches the survivor."""
+    from transformers import AutoModelForCausalLM
+
+    from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
+
     prompts = [[5 + i, 6, 7] for i in range(8)]
     params = {"temperature": 1.0, "max_new_tokens": 32, "ignore_eos": True}
     client = CountingClient(pool.urls, backend="vllm", max_concurrency=16, health_interval_s=60.0)
@@ -249,3 +256,15 @@ def test_kill_one_of_two_vllm_servers_mid_rollout_keeps_all_64_samples(pool):
     assert all(len(r) == 32 == len(lp) for r, lp in zip(batch.response_ids, batch.rollout_logprobs))
     assert set(batch.finish_reasons) == {"length"}
     assert not client.servers[0].healthy and client.servers[1].healthy
+
+    alive = client_for(pool.urls[1:], timeout_s=300)
+    run(lambda c: c.destroy_weights_update_group("weight_update_group"), pool.urls[1:])
+    # a new name: this pytest process still holds the sync test's group (torch keeps group names per process)
+    group = init_weight_update_group(alive, "127.0.0.1", free_port(), "rebuilt_group", "gloo")
+    trainer = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    broadcast_weights(group, alive, list(trainer.named_parameters()), weight_version="after-loss")
+    assert run(lambda c: c.get_weight_versions(), pool.urls[1:]) == ["after-loss"]
+    greedy = run(lambda c: c.generate(PROMPTS[0], {"temperature": 0, "max_new_tokens": 8, "ignore_eos": True}),
+                 pool.urls[1:])
+    assert greedy.output_ids == hf_greedy(trainer, PROMPTS[0], 8) and greedy.weight_version == "after-loss"
+
