@@ -27,6 +27,7 @@ INF = math.inf
 _REL = re.compile(r"\\(?:le|ge|ne)(?![a-zA-Z])|<|>|=")
 _HAS_INEQ = re.compile(r"\\(?:le|ge|ne|in|mid)(?![a-zA-Z])|<|>|\\mathbb\{R\}")
 _IN = re.compile(r"\\in(?![a-zA-Z])")
+_FUNCTION_VALUE = re.compile(r"^\s*([a-zA-Z])\(\s*([a-zA-Z])\s*\)\s*$")
 _VAR = re.compile(r"^\s*(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*$")
 _FLIP = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le", "\\ne": "\\ne", "=": "="}
 _EMPTY = ("\\varnothing", "\\{\\}", "\\emptyset")
@@ -116,8 +117,10 @@ def interval_union(s: str) -> list[Interval] | None:
 
 
 def _atom(lhs: str, op: str, rhs: str) -> tuple[str, list[Interval]] | None:
-    """(variable, set) of `lhs op rhs` when it is linear in one variable, else None."""
-    a, b = parse_or_none(lhs), parse_or_none(rhs)
+    """(variable, set) of `lhs op rhs` when it is linear in one variable, else None.
+
+    A function value written alone on a side (`0 < f(x) < 1`) is that one unknown."""
+    a, b = parse_or_none(_FUNCTION_VALUE.sub(r"\1_{\2}", lhs)), parse_or_none(_FUNCTION_VALUE.sub(r"\1_{\2}", rhs))
     if a is None or b is None:
         return None
     expr = a - b

@@ -37,6 +37,10 @@ RELATIONS = [
     ("t > 3", "x > 3", False),
     ("x + y \\le 3", "x + y \\ge 3", False),
     ("x \\ne 1", "x \\ne 2", False),
+    ("0 < g(t) < 4", "(0, 4)", True),  # a function value as the unknown
+    ("h(x) \\ge -1", "[-1, \\infty)", True),
+    ("0 < g(t) < 4", "[0, 4]", False),
+    ("0 < g(t) < 4", "0 < t < 4", False),
 ]
 CHAINS = [
     ("0 \\le t \\le 3", "t \\in [0,3]", True),
