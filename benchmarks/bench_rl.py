@@ -1,27 +1,29 @@
 """The quickstart RL step, per phase, against TRL's GRPOTrainer on the same task, model and batch.
 
-One run: build the tiny Qwen2 (launch/make_tiny_model.py), SFT warm start
-through our trainer (or reuse an SFT HF export named by `BENCH_RL_SFT`),
-then from that same checkpoint
-- ours: `torchrun --nproc-per-node 2 -m areal_mega.train --config
-  configs/quickstart/rl.yaml` for N steps (TP=2, one reference server,
-  OMP_NUM_THREADS=1 per process); per-phase seconds from metrics.jsonl;
-  run twice: as configured (micro-batches of <= 4096 tokens: the whole
-  batch packed into one row) and with `engine.max_tokens_per_micro_batch=64`
-  (about two sequences per row; see the engine benchmark on CPU packing);
+One run: build the tiny Qwen2 (launch/make_tiny_model.py), the quickstart's
+noisy-teacher SFT warm start through our trainer (configs/quickstart/sft.yaml;
+or reuse an SFT HF export named by `BENCH_RL_SFT`), then from that same
+checkpoint
+- ours, as the quickstart ships it: `torchrun --nproc-per-node 2 -m
+  areal_mega.train --config configs/quickstart/rl.yaml` for N steps (its
+  layout, one reference server, OMP_NUM_THREADS=1 per process); per-phase
+  seconds from metrics.jsonl;
 - TRL: `GRPOTrainer` in one process (the CPU, fp32, transformers `generate`),
   OMP_NUM_THREADS=2 so both sides may use the machine's 2 cores;
-both with 16 prompts x 8 samples, T = 1.0, <= 16 new tokens, reward +5/-5
+both with the quickstart's batch (16 prompts x 8 samples), temperature and
+learning rate (read from rl.yaml), <= 16 new tokens, reward +5/-5
 (`areal_mega.reward`), group-normalised advantages, clip 0.2, KL 0, one
-AdamW step per batch at lr 1e-4 (betas 0.9/0.999, eps 1e-8, clip 1.0),
-token-mean loss over the batch (TRL `loss_type="dapo"`).
+AdamW step per batch (betas 0.9/0.999, eps 1e-8, clip 1.0), token-mean loss
+over the batch (TRL `loss_type="dapo"`).
 
 Seconds per step are steady state: (wall at step N - wall at step 1) / (N - 1),
-so start-up, the first step and evaluation are left out. Accuracy: greedy
-(<= 32 tokens) on the 200 held-out problems of `synthetic_split`, scored by
-`areal_mega.reward`, with one function (transformers `generate`) for the
-SFT start, our final export and TRL's final model; ours is also read from
-the trainer's own evaluation on its generation server. Peak memory: the
+so start-up, the first step and evaluation are left out. Accuracy: the
+quickstart's measure, Pass@1 averaged over 4 samples per problem at the
+rollout temperature (<= 32 tokens, seeded), and greedy, on the 200 held-out
+problems of `synthetic_split`, scored by `areal_mega.reward`, with one
+function (transformers `generate`) for the SFT start, our final export and
+TRL's final model; ours is also read from the trainer's own evaluation on
+its generation server. Peak memory: the
 largest sum of resident set sizes over the run's process tree (sampled every
 0.2 s: torchrun + 2 ranks + server + reward worker for ours; trainer + reward
 worker for TRL).
@@ -41,8 +43,19 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("rollout", "logprobs", "train", "sync")
-BATCH = dict(prompts=16, n_samples=8, temperature=1.0, max_new_tokens=16, lr=1e-4)
+PHASES = ("rollout", "reward", "logprobs", "train", "sync")
+
+
+def _quickstart_batch() -> dict:
+    from omegaconf import OmegaConf
+
+    rl = OmegaConf.load(ROOT / "configs/quickstart/rl.yaml")
+    return dict(prompts=rl.data.batch_size, n_samples=rl.rollout.n_samples, temperature=rl.rollout.temperature,
+                max_new_tokens=rl.rollout.max_new_tokens, lr=rl.engine.optimizer.lr)
+
+
+BATCH = _quickstart_batch()
+EVAL_K = 4
 
 
 def _run_tree(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
@@ -84,8 +97,9 @@ def _steady_seconds_per_step(walls: dict[int, float], steps: int) -> float:
 
 
 # ------------------------------------------------------------------ evaluation (shared by both sides)
-def greedy_accuracy(model_dir: str | Path, max_new_tokens: int = 32) -> float:
-    """Greedy accuracy on the 200 held-out problems (the trainer's `evaluate`, through transformers)."""
+def heldout_accuracy(model_dir: str | Path, temperature: float = 0.0, k: int = 1, max_new_tokens: int = 32) -> float:
+    """Accuracy on the 200 held-out problems (the trainer's `evaluate`, through transformers): greedy at
+    temperature 0, else Pass@1 averaged over `k` samples per problem at `temperature` (seeded)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -99,12 +113,16 @@ def greedy_accuracy(model_dir: str | Path, max_new_tokens: int = 32) -> float:
     width = max(len(p) for p in held.input_ids)
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in held.input_ids])
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in held.input_ids])[:, None]).long()
+    torch.manual_seed(0)
+    sample = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+    texts = []
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        for _ in range(k if temperature > 0 else 1):
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id, **(sample or {"do_sample": False}))
+            texts += tok.batch_decode(out[:, width:], skip_special_tokens=True)
     with RewardPool(RewardConfig(num_workers=1)) as pool:
-        correct = pool.correct(texts, [r.answer for r in held.records])
+        correct = pool.correct(texts, [r.answer for r in held.records] * (len(texts) // len(held.records)))
     return sum(correct) / len(correct)
 
 
@@ -208,7 +226,7 @@ def _ours(work: Path, sft_dir: Path, steps: int, name: str = "ours", overrides: 
     out["ours_train_reward_accuracy_last5"] = sum(r["reward/accuracy"] for r in step_rows[-5:]) / 5
     evals = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r]
     out["ours_server_eval_before"], out["ours_server_eval_after"] = evals[0], evals[-1]
-    out["ours_accuracy_after"] = greedy_accuracy(run_dir / "hf")
+    out.update(_accuracies("ours", run_dir / "hf"))
     return {k.replace("ours_", f"{name}_", 1): v for k, v in out.items()}
 
 
@@ -224,24 +242,29 @@ def _trl(work: Path, sft_dir: Path, steps: int) -> dict:
             "trl_time_generate_s": res["time_generate_s"] / steps, "trl_time_reward_s": res["time_reward_s"] / steps,
             "trl_time_other_s": s_per_step - (res["time_generate_s"] + res["time_reward_s"]) / steps,
             "trl_train_reward_accuracy_last5": sum(res["reward_accuracy"][-5:]) / 5,
-            "trl_accuracy_after": greedy_accuracy(out_dir / "hf")}
+            **_accuracies("trl", out_dir / "hf")}
+
+
+def _accuracies(name: str, model_dir: Path) -> dict:
+    return {f"{name}_accuracy_after": heldout_accuracy(model_dir, BATCH["temperature"], EVAL_K),
+            f"{name}_greedy_after": heldout_accuracy(model_dir)}
 
 
 def main(quick: bool = False) -> dict:
-    steps, sft_steps = (5, 60) if quick else (30, 240)
+    steps, sft_steps = (5, 60) if quick else (30, 720)  # 720: the quickstart's SFT (sft.yaml)
     work = ROOT / "outputs" / ("bench_rl_quick" if quick else "bench_rl")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     sft_dir, sft_wall = _sft(work, sft_steps)
     figures = {"rl_steps": steps, "sft_steps": 0 if os.environ.get("BENCH_RL_SFT") else sft_steps,
                "sft_wall_s": sft_wall, **{f"batch_{k}": v for k, v in BATCH.items()},
-               "accuracy_before": greedy_accuracy(sft_dir)}
+               "accuracy_metric": f"Pass@1 averaged over {EVAL_K} samples at T={BATCH['temperature']:g}, 200 held-out",
+               "accuracy_before": heldout_accuracy(sft_dir, BATCH["temperature"], EVAL_K),
+               "greedy_before": heldout_accuracy(sft_dir)}
     figures.update(_ours(work, sft_dir, steps))
-    figures.update(_ours(work, sft_dir, steps, "ours_mb64", ("engine.max_tokens_per_micro_batch=64",)))
     figures.update(_trl(work, sft_dir, steps))
-    for name in ("ours", "ours_mb64"):
-        figures[f"trl_over_{name}_s_per_step"] = figures["trl_s_per_step"] / figures[f"{name}_s_per_step"]
-        figures[f"trl_over_{name}_peak_rss"] = figures["trl_peak_rss_mb"] / figures[f"{name}_peak_rss_mb"]
+    figures["trl_over_ours_s_per_step"] = figures["trl_s_per_step"] / figures["ours_s_per_step"]
+    figures["trl_over_ours_peak_rss"] = figures["trl_peak_rss_mb"] / figures["ours_peak_rss_mb"]
     return figures
 
 
