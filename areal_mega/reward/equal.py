@@ -21,7 +21,8 @@ Steps, first match wins:
    the bare list of its elements;
 5. equations `a = b` vs `c = d`: a-b is a nonzero constant times c-d; a side
    `x = v` is compared by `v` only when `x` names a quantity (`x`, `(p,q)`,
-   `AB`, `f(x)`), so `a + 3z = 0` is not the value 0;
+   `AB`, `f(x)`), so `a + 3z = 0` is not the value 0; an assignment list on one
+   side only is the tuple of its values in the order written (`p=5, q=2` is `(5, 2)`);
 6. symbolic: with free symbols, both sides evaluated (sympy evalf) at four
    fixed generic points, a mismatch at any point being proof of difference;
    otherwise, or where some point is undefined, sympy `simplify(a - b) == 0`.
@@ -332,6 +333,30 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     return pa is not None and pa == ga
 
 
+def _assignments_as_tuples(s: str) -> str | None:
+    """`p=5,q=2` as the tuple `(5,2)` (values in the order written), `p=5,q=2;p=7,q=2` as `(5,2),(7,2)`;
+    None unless every item assigns a value to a variable, each variable once per group, two or more."""
+    groups = split_top_level(s, ";")
+    tuples = []
+    for group in groups:
+        sides = [item.split("=") for item in split_top_level(group)]
+        if len(sides) < 2 or any(len(x) != 2 or not _VAR.match(x[0].strip()) or not x[1].strip() for x in sides):
+            return None
+        if len({x[0].strip() for x in sides}) != len(sides):
+            return None
+        tuples.append("(" + ",".join(x[1].strip() for x in sides) + ")")
+    return ",".join(tuples)
+
+
+def _tuple_equal(pred: str, gold: str, percent: bool) -> bool:
+    """An assignment list on one side (no `=` on the other) against tuples: `p=5,q=2` is `(5,2)`."""
+    side, other = (pred, gold) if "=" not in gold else (gold, pred)
+    if "=" not in side or "=" in other:
+        return False
+    tuples = _assignments_as_tuples(normalize(side, strip_lhs=False))
+    return tuples is not None and _equal_normalized(tuples, normalize(other), percent)
+
+
 def _unbox(s: str) -> str | None:
     """The boxed answer when `s` holds a `\\boxed{}` (math_equal may be given `$\\boxed{5}$`)."""
     if "\\boxed" not in s and "\\fbox" not in s:
@@ -372,4 +397,4 @@ def equal_unguarded(pred: str | None, gold: str) -> bool:
     if "=" in pred and "=" in gold:
         if _equal_normalized(normalize(pred, strip_lhs=False), normalize(gold, strip_lhs=False), percent):
             return True
-    return _equal_normalized(normalize(pred), normalize(gold), percent)
+    return _equal_normalized(normalize(pred), normalize(gold), percent) or _tuple_equal(pred, gold, percent)

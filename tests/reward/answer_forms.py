@@ -138,6 +138,12 @@ ASSIGNMENTS = [
     ("(2,1), (3,4)", "(1,2),(3,4)", False),
     ("(0;1;2)", "(0,2,1)", False),
     ("1, 2", "1, 2, 3", False),
+    ("m = 4, n = 9", "(4, 9)", True),  # values in the order written form the tuple
+    ("m=4,n=9; m=1,n=0", "(1,0), (4,9)", True),
+    ("(4, 9)", "m = 4, n = 9", True),
+    ("m = 4, n = 9", "(9, 4)", False),
+    ("m=4,n=9; m=1,n=0", "(1,0), (4,8)", False),
+    ("m = 4, m = 9", "(4, 9)", False),  # two values of one unknown are a solution list
 ]
 MATRICES = [
     ("\\left[\\begin{array}{cc}1 & 2\\\\3 & 4\\end{array}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
