@@ -27,6 +27,7 @@ INF = math.inf
 _REL = re.compile(r"\\(?:le|ge|ne)(?![a-zA-Z])|<|>|=")
 _HAS_INEQ = re.compile(r"\\(?:le|ge|ne|in|mid)(?![a-zA-Z])|<|>|\\mathbb\{R\}")
 _IN = re.compile(r"\\in(?![a-zA-Z])")
+_ABS = re.compile(r"\|\s*([a-zA-Z])\s*\|")
 _FUNCTION_VALUE = re.compile(r"^\s*([a-zA-Z])\(\s*([a-zA-Z])\s*\)\s*$")
 _VAR = re.compile(r"^\s*(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*$")
 _FLIP = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le", "\\ne": "\\ne", "=": "="}
@@ -147,7 +148,7 @@ def _conjunction(s: str) -> tuple[str | None, list[Interval]] | None:
     var, acc = None, [(-INF, INF, False, False)]
     for item in split_top_level(s, ","):
         item = item.strip()
-        got = _membership(item) or _relation_set(item)
+        got = _membership(item) or _relation_set(item) or _abs_relation_set(item)
         if got is None:
             return None
         v, ivs = got
@@ -178,6 +179,19 @@ def _relation_set(s: str) -> tuple[str, list[Interval]] | None:
             return None
         var, acc = got[0], _intersect(acc, got[1])
     return var, acc
+
+
+def _abs_relation_set(s: str) -> tuple[str, list[Interval]] | None:
+    """(variable, set) of a relation on `|v|` (`1 \\le |z| \\le 2` is `[-2, -1] \\cup [1, 2]`)."""
+    names = set(_ABS.findall(s))
+    if len(names) != 1 or "|" in _ABS.sub("", s):
+        return None
+    got = _relation_set(_ABS.sub(r" \1 ", s))  # the set of values of |v| ...
+    if got is None:
+        return None
+    var, ivs = got
+    pos = _intersect(ivs, [(0.0, INF, True, False)])  # ... that |v| can take, and their mirror images
+    return var, _normalize(pos + [(-hi, -lo, hc, lc) for lo, hi, lc, hc in pos])
 
 
 def real_set(s: str) -> tuple[str | None, list[Interval]] | None:

@@ -41,6 +41,11 @@ RELATIONS = [
     ("h(x) \\ge -1", "[-1, \\infty)", True),
     ("0 < g(t) < 4", "[0, 4]", False),
     ("0 < g(t) < 4", "0 < t < 4", False),
+    ("2 \\le |w| \\le 5", "w \\in [-5, -2] \\cup [2, 5]", True),  # an absolute value: both signs
+    ("|w| < 3", "-3 < w < 3", True),
+    ("|w| > 1", "(-\\infty, -1) \\cup (1, \\infty)", True),
+    ("2 \\le |w| \\le 5", "[2, 5]", False),
+    ("|w| < 3", "[-3, 3]", False),
 ]
 CHAINS = [
     ("0 \\le t \\le 3", "t \\in [0,3]", True),
