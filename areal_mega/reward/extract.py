@@ -9,6 +9,8 @@ this order:
    the same answer and are joined with ", " (`\\boxed{a=3}` and `\\boxed{b=4}`
    is `a=3, b=4`; a repeated box counts once), and so are boxes that a few
    words ending in "and" or "," separate (`\\boxed{1} papers and \\boxed{2} bins`);
+   when every joined box has a label just before it (`y_1 = \\boxed{A}` and
+   `y_2 = \\boxed{B}`), the labels are kept: `y_1 = A, y_2 = B`;
 3. the last answer line: "the answer is", "final answer is", `Final Answer:`,
    `**Answer:**` (bold or not, any case), a `**Final Answer**` heading line. The rest of that line (or the next
    non-empty line when the rest is empty), where math in it
@@ -50,6 +52,7 @@ _MATH_TOKEN = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)")
 _CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 # A number in prose: thousands groups (`1,000.99`), a decimal point or comma (`2,74`), `2/3`, `100%`.
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
+_BOX_LABEL = re.compile(r"(?<![\\\w])([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*$")  # "y_1 = " just before a box
 _LABEL = re.compile(r"[a-zA-Z() ]{0,30}(?:\band|,)")
 _WORD = re.compile(r"\b[a-zA-Z]{3,}\b")
 _NUMBER = re.compile(r"-?(?:(?P<grouped>[1-9]\d{0,2}(?:,\d{3}(?!\d))+)|\d+)(?:[.,]\d+|/\d+)?%?|-?\.\d+")
@@ -95,7 +98,7 @@ def _boxed(text: str) -> str | None:
     starts = list(_BOX.finditer(text))
     if not starts:
         return None
-    parts, stop = [], len(text)
+    parts, labels, stop = [], [], len(text)
     for k in range(len(starts) - 1, max(-1, len(starts) - 1 - MAX_JOINED_BOXES), -1):
         got = _box_at(text, starts[k], stop)
         if got is None:
@@ -103,11 +106,16 @@ def _boxed(text: str) -> str | None:
         content, end = got
         if parts:
             gap = text[end:stop]
+            if labels[-1] is not None:  # "y_1 = \\boxed{A} and y_2 = \\boxed{B}": the label is not a gap
+                gap = gap[: len(gap) - len(labels[-1].group())]
             if len(gap) > MAX_CONNECTIVE_CHARS or not (_CONNECTIVE.fullmatch(gap) or _labelled_gap(gap)):
                 break
         if content.strip():
             parts.append(content.strip())
+            labels.append(_BOX_LABEL.search(text, max(0, starts[k].start() - 40), starts[k].start()))
         stop = starts[k].start()
+    if len(parts) > 1 and all(labels):
+        parts = [f"{m.group(1)} = {p}" for m, p in zip(labels, parts)]
     parts = list(dict.fromkeys(reversed(parts)))  # a box repeated ("\\boxed{5} \\boxed{5}") is one answer
     return ", ".join(parts) or None
 

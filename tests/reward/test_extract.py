@@ -74,6 +74,9 @@ def test_hostile_inputs_are_linear():
         ("$\\boxed{(2, 1)} \\text{ in case (i) and } \\boxed{(0, 5)}$", "(2, 1), (0, 5)"),
         ("\\boxed{4} is too small, so the answer is \\boxed{7}", "7"),
         ("We tried \\boxed{4}; then \\boxed{7}", "7"),
+        ("so \\(u = \\boxed{x + 1}\\) and \\(v = \\boxed{2x}\\)", "u = x + 1, v = 2x"),  # labels kept
+        ("so $m = \\boxed{4}$ and $\\boxed{9}$", "4, 9"),  # one label only: the values
+        ("\\boxed{4} is too small, so m = \\boxed{7}", "7"),
         ("We are done. Final Answer: the crate holds 24 eggs. I hope it is correct.", "24"),
         ("Final Answer: x + 3", "x + 3"),  # an expression, not a sentence
         ("Final Answer: the crate holds 24 eggs and 3 jars", "the crate holds 24 eggs and 3 jars"),
