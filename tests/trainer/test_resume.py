@@ -32,12 +32,12 @@ RTOL, ATOL = 1e-4, 1e-6
 def _overrides(steps):
     # adv_norm=none with a KL term: advantages are the (nonzero) reward-to-go even
     # when an untrained model gets every answer wrong, so every step moves the weights
-    # the layout and sampling are pinned here (TP=2, T=1.5, rows of <= 256 tokens), so the quickstart's own
+    # the layout and sampling are pinned here (TP=2, T=1.5, rows of <= 256 tokens, lr 2e-4), so the quickstart's own
     # choices can change without moving the golden numbers
     return [f"trainer.stages=[{{max_new_tokens: 16, steps: {steps}}}]", "trainer.eval_samples=8",
             "trainer.eval_every=0", "trainer.export_hf=false", "algo.adv_norm=none", "algo.kl_coef=0.01",
             "data.batch_size=4", "rollout.n_samples=2", "engine.parallel.tp=2", "rollout.temperature=1.5",
-            "engine.max_tokens_per_micro_batch=256"]
+            "engine.max_tokens_per_micro_batch=256", "engine.optimizer.lr=2.0e-4"]
 
 
 def _args(model_dir, run_dir, steps):
