@@ -14,11 +14,16 @@ GROUP_IDS = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 3, 3])
 
 
 def _figures(task, old, ref, logprobs, mask, group_ids, group):
+    # the advantages take flat [num_tokens] tensors with per-sample lengths: rows of L tokens here
+    lengths = torch.full((mask.shape[0],), mask.shape[1], dtype=torch.int64)
+    flat = [x.reshape(-1) for x in (old, ref, mask)]
     out = {}
     for mode in ("batch", "group"):
-        out[mode] = normalize_advantages(old, mask, mode, group_ids=group_ids, group=group)
+        out[mode] = normalize_advantages(flat[0], flat[2], lengths, mode, group_ids=group_ids,
+                                         group=group).view(mask.shape)
     cfg = AlgoConfig(kl_coef=0.1, adv_norm="batch")
-    out["adv"], out["stats"] = compute_advantages(cfg, task, mask, old, ref, group_ids, dp_group=group)
+    adv, out["stats"] = compute_advantages(cfg, task, flat[2], lengths, flat[0], flat[1], group_ids, dp_group=group)
+    out["adv"] = adv.view(mask.shape)
     out["mismatch"] = logprob_mismatch(logprobs, old, mask, group=group)
     out["cap"] = ratio_cap_exceeded(logprobs, old, mask, cap=1.0, group=group)
     return out
