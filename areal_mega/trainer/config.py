@@ -48,7 +48,7 @@ class TrainerConfig:
     # SFT only: the fraction of targets whose answer is off by one (a near miss) (a noisy teacher;
     # the quickstart's warm start, whose samples are then right ~(1 - noise) of the time, for RL to correct)
     sft_label_noise: float = 0.0
-    log_every: int = 1
+    log_every: int = 1  # steps between console lines (metrics.jsonl gets every step)
     # rollout and training apart (slime's --debug-rollout-only / --debug-train-only):
     dump_rollouts: bool = False  # save each step's rollout to run_dir/rollouts/step_N.json (+ .answers.json)
     rollout_only: bool = False  # generate and score, never train or sync (the servers keep their weights)
