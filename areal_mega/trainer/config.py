@@ -59,6 +59,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.mode must be rl or sft, got '{self.mode}'")
         if not self.stages:
             raise ValueError("trainer.stages must list at least one stage")
+        if self.log_every < 1:
+            raise ValueError(f"trainer.log_every must be >= 1, got {self.log_every}")
         if self.eval_k < 1:
             raise ValueError(f"trainer.eval_k must be >= 1, got {self.eval_k}")
         for name in ("save_every", "eval_every", "max_staleness", "eval_samples"):
