@@ -1,6 +1,6 @@
-"""Train-vs-rollout log-prob mismatch and the importance-ratio cap.
+"""Train-vs-rollout log-prob mismatch (the importance-ratio cap is algo.loss.MinibatchRatioCap).
 
-Both compare two log-prob tensors of the same tokens, float32 of any one shape
+It compares two log-prob tensors of the same tokens, float32 of any one shape
 (the trainer passes flat `[num_tokens]` response tokens), over `mask` (bool or
 float, same shape), all-reduced over an optional DP process `group` so every
 rank sees the global figure.
@@ -38,24 +38,3 @@ def logprob_mismatch(
         "rollout_ratio_mean": float(ratio_mean),
     }
 
-
-def mean_importance_ratio(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor, group=None
-) -> torch.Tensor:
-    """0-dim float64: mean of exp(logprobs - old_logprobs) over masked tokens (no gradient)."""
-    with torch.no_grad():
-        ratio = torch.exp(logprobs.detach().double() - old_logprobs.double())
-        return masked_moments(ratio, mask, group=group)[0]
-
-
-def ratio_cap_exceeded(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor, cap: float | None, group=None
-) -> tuple[bool, float]:
-    """(exceeded, mean ratio): whether this minibatch's mean importance ratio is above `cap`.
-
-    AReaL v0.1 zeroed the loss of such a minibatch (cap 5). The decision is
-    DP-global when `group` is given, so every rank skips together. `cap`
-    None never triggers.
-    """
-    mean = float(mean_importance_ratio(logprobs, old_logprobs, mask, group=group))
-    return (cap is not None and mean > cap), mean
