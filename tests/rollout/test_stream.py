@@ -11,7 +11,8 @@ from areal_mega.rollout.manager import generate_sync
 from areal_mega.rollout.stream import RolloutStream
 
 N = 4
-PARAMS = {"temperature": 1.0, "max_new_tokens": 96, "ignore_eos": True}
+# long enough that a batch outlives the test's pause before each weight update (see below)
+PARAMS = {"temperature": 1.0, "max_new_tokens": 400, "ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_staleness_bound_and_interrupted_requests(server):
             assert batch.submitted_version >= k - eta
             ran_ahead += batch.submitted_version < k
             for s in batch.samples:
-                assert len(s.response_ids) == len(s.logprobs) == len(s.token_versions) == 96
+                assert len(s.response_ids) == len(s.logprobs) == len(s.token_versions) == 400
                 assert s.finish_reason == "length"
                 assert min(s.token_versions) >= k - eta  # never more than eta versions behind the trainer
                 assert max(s.token_versions) <= k
@@ -61,7 +62,9 @@ def test_staleness_bound_and_interrupted_requests(server):
                 assert all(lp <= 0 for lp in s.logprobs)
                 if s.interruptions:
                     interrupted.append(s)
-            time.sleep(0.2)  # "training": the next batches are generating meanwhile
+            # "training" while the next batch generates: from the second update on, a batch submitted at the
+            # previous update has run for this long, far less than its 400 tokens take, so it is interrupted
+            time.sleep(0.15)
             _update_weights(server, k + 1)  # the trainer trained on batch k and synced version k + 1
             stream.set_version(k + 1)
     finally:
