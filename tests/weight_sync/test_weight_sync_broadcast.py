@@ -61,7 +61,9 @@ def test_broadcast_makes_servers_match_perturbed_trainer(tiny_qwen2_dir):
         assert before.response_ids == [r for r in original for _ in range(2)]
         assert set(before.weight_versions) == {"default"}
 
-        group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
+        # a name of its own: torch keeps process-group names per process, and an earlier test in this pytest
+        # process (the vLLM sync test) may still hold "weight_update_group"
+        group = init_weight_update_group(client, "127.0.0.1", free_port(), "perturbed_trainer_group", "gloo")
         assert group.world_size == 3
         # named_parameters skips the tied lm_head.weight, as a Qwen 0.5B/1.5B trainer must;
         # a small bucket size forces several buckets.
