@@ -40,11 +40,13 @@ a single-rank torchrun child with the environment inherited became healthy.)
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,27 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 class ServerStartError(RuntimeError):
     """A server died or never became healthy; the message carries its log tail."""
+
+
+def _die_with_launcher():
+    """A Popen preexec_fn: the server gets SIGTERM when the process that launched it dies, even by SIGKILL.
+
+    Servers run in their own session (so `ServerPool.stop` can kill their
+    process group), so nothing else would end them when a trainer is killed.
+    Linux's PR_SET_PDEATHSIG fires when the launching *thread* exits, so it is
+    set only for launches from the main thread; elsewhere (and off Linux)
+    `None`, and the pool's `stop` is the only way down.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    launcher_pid = os.getpid()
+
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -214,7 +237,8 @@ def launch_servers(
             log = log_dir / f"server_{i}.log"
             with open(log, "wb") as f:
                 procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                              env=server_env(backend, gpu, tp_size, env)))
+                                              env=server_env(backend, gpu, tp_size, env),
+                                              preexec_fn=_die_with_launcher()))
             urls.append(f"http://{host}:{port}")
             logs.append(log)
         deadline = time.monotonic() + start_timeout_s

@@ -1,8 +1,11 @@
-"""A server dying mid-rollout, all servers down, a server dying at start, batches on disk."""
+"""A server dying mid-rollout, all servers down, a server dying at start, servers dying with their launcher, batches on disk."""
 import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -93,3 +96,34 @@ def test_rollout_batch_load_names_file_and_field(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"b\.json: not a rollout batch"):
         RolloutBatch.load(path)
+
+
+def test_servers_die_with_a_killed_launcher(tiny_qwen2_dir, tmp_path):
+    """A trainer killed by SIGKILL (a test time-out, an OOM kill) takes its servers with it, not orphans them."""
+    script = ("import sys, time\n"
+              "from areal_mega.rollout.launcher import launch_servers\n"
+              f"pool = launch_servers({str(tiny_qwen2_dir)!r}, 1)\n"
+              "print(pool.procs[0].pid, flush=True)\n"
+              "time.sleep(600)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(launcher.stdout.readline())
+        os.kill(server_pid, 0)  # running
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                return
+            try:
+                if open(f"/proc/{server_pid}/stat").read().split()[2] == "Z":  # exited, not yet reaped
+                    return
+            except FileNotFoundError:
+                return
+            time.sleep(0.2)
+        os.kill(server_pid, signal.SIGKILL)
+        raise AssertionError(f"server {server_pid} outlived its killed launcher by 30 s")
+    finally:
+        launcher.kill()
