@@ -57,18 +57,18 @@ _DECIMAL_COMMA = re.compile(r"^(?!-?[1-9]\d{0,2},\d{3}$)(-?\d+),(\d+)$")  # not 
 
 
 def _numbers_equal(a: float, b: float, percent: bool, p: str = "", g: str = "") -> bool:
-    """a == b within the precision written: exact (1e-9) when neither string `p`, `g` has a decimal point;
-    else relative REL_TOL, and no more than half a unit in the last place of a plain decimal
-    (`0.6667` matches 2/3, `0.67` does not; `.35626` is not `.35625`)."""
+    """a == b within the precision written: exact (1e-9) when neither string `p` (pred), `g` (gold) has a
+    decimal point; else relative REL_TOL, and no more than half a unit in the last place of the prediction
+    when it is a plain decimal, else of the gold (`0.6667` matches 2/3, `0.67` does not; `.35626` is not
+    `.35625`; `0.0666668` is `0.066666793` rounded, `0.50001` is not `0.5`)."""
     candidates = (b, b / 100.0, b * 100.0) if percent else (b,)
-    tol = []
-    for s in (p, g):
+    tol = math.inf
+    for s in (g, p):
         m = _PLAIN_DECIMAL.match(s)
         if m:
-            tol.append(0.5 * 10.0 ** -len(m.group(1)) + 1e-12)
+            tol = 0.5 * 10.0 ** -len(m.group(1)) + 1e-12
     rel = REL_TOL if ("." in p or "." in g or percent) else 1e-9
-    return any(math.isclose(a, c, rel_tol=rel, abs_tol=1e-12) and abs(a - c) <= min(tol, default=math.inf)
-               for c in candidates)
+    return any(math.isclose(a, c, rel_tol=rel, abs_tol=1e-12) and abs(a - c) <= tol for c in candidates)
 
 
 def _decimal_comma(s: str) -> str:
