@@ -80,9 +80,10 @@ def _die_with_launcher():
     if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         return None
     launcher_pid = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
 
     def preexec() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
             os._exit(1)
 
