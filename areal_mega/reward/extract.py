@@ -11,7 +11,7 @@ this order:
    words ending in "and" or "," separate (`\\boxed{1} papers and \\boxed{2} bins`);
    when every joined box has a label just before it (`y_1 = \\boxed{A}` and
    `y_2 = \\boxed{B}`), the labels are kept: `y_1 = A, y_2 = B`;
-3. the last answer line: "the answer is", "final answer is", `Final Answer:`,
+3. the last answer line: "(the) answer is", "final answer is", `Final Answer:`, GSM8K's `#### 42`,
    `**Answer:**` (bold or not, any case), a `**Final Answer**` heading line. The rest of that line (or the next
    non-empty line when the rest is empty), where math in it
    (`$..$`, `\\(..\\)`, `\\[..\\]`) is taken in preference to the words around it,
@@ -39,7 +39,7 @@ _BOX = re.compile(r"\\(?:boxed|fbox)")
 _MINERVA = "final answer is $"
 _MINERVA_END = "$. I hope"
 _ANSWER_LINE = re.compile(
-    r"(?:final answer|the answer) is\b[:\s]*|(?:^|\n|(?<=[.!?] ))[ \t#>*_]*(?:final answer|answer)[ \t*_]*[:：][ \t*_]*"
+    r"(?:final answer|\banswer) is\b[:\s]*|(?:^|(?<=\s))####(?![ \t]*[a-zA-Z#])[ \t]*|(?:^|\n|(?<=[.!?] ))[ \t#>*_]*(?:final answer|answer)[ \t*_]*[:：][ \t*_]*"
     r"|(?:^|\n)[ \t#>*_]*final answer[ \t*_]*(?=\n)",
     re.IGNORECASE,
 )

@@ -80,8 +80,14 @@ def test_hostile_inputs_are_linear():
         ("We are done. Final Answer: the crate holds 24 eggs. I hope it is correct.", "24"),
         ("Final Answer: x + 3", "x + 3"),  # an expression, not a sentence
         ("Final Answer: the crate holds 24 eggs and 3 jars", "the crate holds 24 eggs and 3 jars"),
+        ("The answer is #### 42", "42"),  # GSM8K's marker
+        ("48/2 = 24 apples.\n#### 24", "24"),
+        ("my answer is 0.25 + 3", "0.25 + 3"),
         ("the result is $5$", None),
         ("so we get 5", None),
+        ("the answers were 5 and 6", None),
+        ("x#### 5", None),
+        ("#### Final Answer\n$12$", "12"),  # a markdown heading, not the marker
     ],
 )
 def test_reward_mode_committed_answers(text, expected):
