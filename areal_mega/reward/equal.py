@@ -21,7 +21,8 @@ Steps, first match wins:
    the bare list of its elements;
 5. equations `a = b` vs `c = d`: a-b is a nonzero constant times c-d; a side
    `x = v` is compared by `v` only when `x` names a quantity (`x`, `(p,q)`,
-   `AB`, `f(x)`), so `a + 3z = 0` is not the value 0; an assignment list on one
+   `AB`, `f(x)`), so `a + 3z = 0` is not the value 0, or when `x` is a computation
+   without unknowns (`\\binom{5}{2} = 10` is 10); an assignment list on one
    side only is the tuple of its values in the order written (`p=5, q=2` is `(5, 2)`);
 6. symbolic: with free symbols, both sides evaluated (sympy evalf) at four
    fixed generic points, a mismatch at any point being proof of difference;
@@ -53,6 +54,7 @@ _POINTS = ((0.5377, -1.3077, 2.7694), (-2.2588, 0.8622, 0.3188), (1.8339, -0.433
 _INTEGER = re.compile(r"^-?\d{1,100}$")
 _PLAIN_DECIMAL = re.compile(r"^-?\d*\.(\d+)$")
 _APPROX = re.compile(r"\\approx|\u2248")
+_ENV_OR_COMMAND = re.compile(r"\\(?:begin|end)\s*\{[a-zA-Z*]*\}|\\[a-zA-Z]+")
 _DECIMAL_COMMA = re.compile(r"^(?!-?[1-9]\d{0,2},\d{3}$)(-?\d+),(\d+)$")  # not a thousands group
 
 
@@ -268,19 +270,27 @@ def _is_target(side: str) -> bool:
         and len(split_top_level(t, "-")) == 1 and "\\infty" not in t
 
 
+def _closed(side: str) -> bool:
+    """True when `side` names no unknown: no letter outside LaTeX command and environment names
+    (`\\binom{5}{2}`, `17 \\bmod 5`, `\\begin{vmatrix}2&1\\\\1&2\\end{vmatrix}`, `\\frac{1}{2}`)."""
+    return re.search(r"[a-zA-Z]", _ENV_OR_COMMAND.sub("", side)) is None
+
+
 def _assigned_value(sides: list[str]) -> str | None:
-    """The value of `x = v` (or `v = x`), or of a true arithmetic step `2 \\cdot 3 = 6`; None for other equations.
+    """The value of `x = v` (or `v = x`), or of a computation `2 \\cdot 3 = 6`, `\\binom{5}{2} = 10`; None for
+    other equations.
 
     The named side may be any single term without numbers: `x_1`, `(p,q)`, `AB`, `|AB|`, `f(x)`,
     `\\frac{NO}{BO}`, `A:B`. `a + 3z = 0` and `7 = 11a + c` are equations, not the values 0 and 11a + c.
+    A computation is a side without unknowns before a number: as in a chain `y = 2+3 = 5`, the number
+    written last is the answer, checked or not (`\\frac{1}{2} = \\frac{10}{9}` answers 10/9).
     """
     lhs, rhs = sides[0].strip(), sides[1].strip()
     if _is_target(lhs):
         return rhs
     if _is_target(rhs):
         return lhs
-    lv, rv = as_float(parse_or_none(lhs)), as_float(parse_or_none(rhs))
-    if lv is not None and rv is not None and _numbers_equal(lv, rv, False):
+    if lhs and _closed(lhs) and as_float(parse_or_none(rhs)) is not None:
         return rhs
     return None
 

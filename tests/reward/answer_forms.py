@@ -79,6 +79,15 @@ EQUATION_CHAINS = [
     ("A = \\pi r^2 = 4\\pi", "4\\pi", True),
     ("y = 2+3 = 6", "5", False),
     ("y=2+3=5", "y=6", False),
+    # a computation without unknowns before a number: the number is the answer
+    ("\\binom{5}{2} = 10", "10", True),
+    ("17 \\bmod 5 = 2", "2", True),
+    ("\\begin{vmatrix} 2 & 1 \\\\ 1 & 2 \\end{vmatrix} = 3", "3", True),
+    ("\\frac{1}{2} \\$ = \\frac{10}{9}", "10/9", True),
+    ("\\frac{1}{2} = \\frac{10}{9}", "\\frac{1}{2}", False),
+    ("17 \\bmod 5 = 2", "17", False),
+    ("\\binom{n}{2} = 10", "10", False),
+    ("2+3 = 6", "5", False),
 ]
 SETS = [
     ("\\{1, 2\\}", "1, 2", True),
