@@ -27,7 +27,7 @@ def rollout_metrics(rollout, rewards, correct) -> dict:
         "reward/mean": float(rewards.mean()), "reward/accuracy": float(correct.mean()),
         "response_length/mean": sum(lengths) / len(lengths), "response_length/max": max(lengths),
         "rollout/tokens_per_s": rollout.metrics.get("gen_tokens_per_s", 0.0),
-        **{k: v for k, v in rollout.metrics.items() if k.startswith("async/")},
+        **{k: v for k, v in rollout.metrics.items() if k.startswith(("async/", "reward/"))},
     }
 
 
@@ -75,8 +75,10 @@ def main(argv=None) -> None:
     s = Session(cfg)
     start = time.time()
     total = sum(stage.steps for stage in cfg.trainer.stages)
+    evaluated_at = None  # the step of the last held-out evaluation
     if not s.resumed:
         evaluate(s)
+        evaluated_at = s.step
     while s.step < total:
         s.step += 1
         stage = stage_of(cfg, s.step)
@@ -85,6 +87,7 @@ def main(argv=None) -> None:
             if cfg.trainer.mode == "sft":
                 s.sync_weights()
             metrics.update(evaluate(s, quiet=True))
+            evaluated_at = s.step
         s.log({**metrics, "weight_version": s.weight_version, "wall_seconds": time.time() - start})
         if s.is_controller and (s.step % cfg.trainer.log_every == 0 or s.step == total):
             print(step_line(s.step, total, metrics), flush=True)
@@ -96,9 +99,10 @@ def main(argv=None) -> None:
             s.save()
             s.close()
             return
-    if cfg.trainer.mode == "sft":
-        s.sync_weights()
-    evaluate(s)
+    if evaluated_at != s.step:  # the last step's evaluation, unless trainer.eval_every just ran it
+        if cfg.trainer.mode == "sft":
+            s.sync_weights()
+        evaluate(s)
     s.save()
     if cfg.trainer.export_hf:
         save_hf_checkpoint(s.policy, s.run_dir / "hf")

@@ -213,7 +213,10 @@ class Session:
         if not self.is_controller:
             return None, None
         texts = self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+        before = self.pool.stats["disagreements"]
         correct = self.pool.correct(texts, golds)
+        if self.cfg.reward.checker == "both":  # this step's share of responses the two checkers judged differently
+            rollout.metrics["reward/checker_disagreement"] = (self.pool.stats["disagreements"] - before) / max(1, len(texts))
         algo = self.cfg.algo
         rewards = torch.tensor([algo.reward_correct if c else algo.reward_wrong for c in correct])
         return rewards, torch.tensor(correct, dtype=torch.float32)
