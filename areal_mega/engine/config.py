@@ -82,7 +82,10 @@ class EngineConfig:
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     recompute: RecomputeConfig = dataclasses.field(default_factory=RecomputeConfig)
-    max_tokens_per_micro_batch: int = 8192  # packing budget per micro-batch row
+    # megatron's sequence parallelism (needs parallel.tp > 1, refused at tp 1): norms and residuals hold
+    # T/TP tokens per rank, so their activations shrink by TP; rows are padded to a multiple of TP
+    sequence_parallel: bool = False
+    max_tokens_per_micro_batch: int = 8192  # packing budget per micro-batch row (+ < TP padding tokens with SP)
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     logprob_backend: str = "auto"  # kernels backend: auto | torch | triton
     seed: int = 1
@@ -99,3 +102,6 @@ class EngineConfig:
             raise ValueError(f"engine.logprob_backend must be auto, torch or triton, got '{self.logprob_backend}'")
         if self.max_tokens_per_micro_batch < 1:
             raise ValueError("engine.max_tokens_per_micro_batch must be >= 1")
+        if self.sequence_parallel and self.parallel.tp == 1:
+            raise ValueError("engine.sequence_parallel: true needs engine.parallel.tp > 1 "
+                             "(it splits each row's tokens over the TP ranks)")

@@ -72,7 +72,8 @@ class Engine:
         self.dtype = _dtype(cfg.dtype)
         self.device = platform_device()
         self.tconfig = transformer_config(self.dims, cfg.parallel.tp, cfg.parallel.pp, self.dtype,
-                                          cfg.recompute.granularity, cfg.recompute.method, cfg.recompute.num_layers)
+                                          cfg.recompute.granularity, cfg.recompute.method, cfg.recompute.num_layers,
+                                          cfg.sequence_parallel)
         self.layer_offset = self.topo.pp_rank * (self.dims.num_layers // self.topo.pp_size)
         model = build_gpt_model(self.dims, self.tconfig, self.topo.is_first_stage, self.topo.is_last_stage, self.topo.tp_size)
         model = model.to(device=self.device, dtype=self.dtype)
@@ -103,6 +104,11 @@ class Engine:
             parts = partition_balanced([len(ids) for ids in batch.input_ids], self.topo.dp_size)
         share, meta = scatter_shares(batch, parts, self._data_groups())
         return share, parts, meta
+
+    def _pack(self, share: SeqBatch) -> list[MicroBatch]:
+        """Rows of this rank's share; with sequence parallelism each row is padded to a multiple of TP."""
+        multiple = self.topo.tp_size if self.cfg.sequence_parallel else 1
+        return pack(share, self.cfg.max_tokens_per_micro_batch, pad_to_multiple=multiple)
 
     def _data_groups(self) -> DataGroups:
         if self._groups is None:
@@ -154,7 +160,8 @@ class Engine:
         else:
             weight = self.gpt.output_layer.weight
         logprobs, entropy = response_logprobs(
-            hidden, weight, mb, self.topo.tp_group, temperature, self.cfg.logprob_backend, self.dims.vocab_size
+            hidden, weight, mb, self.topo.tp_group, temperature, self.cfg.logprob_backend, self.dims.vocab_size,
+            self.cfg.sequence_parallel,
         )
         num_tokens = torch.tensor(len(mb.targets), dtype=torch.int)
         if loss_fn is None:
@@ -195,7 +202,7 @@ class Engine:
         self.model.eval()
         store = []
         if len(share):  # a DP replica with no sequences (batch smaller than DP) has nothing to run
-            store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), None, True, temperature)
+            store = self._run_schedule(self._pack(share), None, True, temperature)
         self.model.train(was_training)
         out = self._results(store, batch, share, parts, meta, ("logprobs", "entropy"))
         if out is None:
@@ -229,7 +236,7 @@ class Engine:
         self.model.train()
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
-        store = self._run_schedule(pack(share, self.cfg.max_tokens_per_micro_batch), wrapped, False, temperature)
+        store = self._run_schedule(self._pack(share), wrapped, False, temperature)
         if grad_gate is not None and grad_gate([s["stats"] for s in store]):
             self.model.zero_grad_buffer()
         finite = all(math.isfinite(s["loss"]) for s in store)

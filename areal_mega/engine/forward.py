@@ -10,6 +10,10 @@ Packed rows go to the model as THD `PackedSeqParams` (sequence boundaries),
 read by Transformer Engine on GPU and by `models/packed_attention.py` on the
 local spec; attention stays within each sequence and RoPE restarts at each
 sequence start, so every path gives the logprobs of unpacked sequences.
+
+Under sequence parallelism the final hidden states leave the model split along
+the sequence over the TP ranks; `response_logprobs` all-gathers them first
+(the fused log-probs read every token against this rank's vocabulary shard).
 """
 from __future__ import annotations
 
@@ -39,14 +43,16 @@ def model_inputs(mb: MicroBatch, device: torch.device) -> dict:
     The sequence boundaries go in THD `PackedSeqParams` (int32 `cu_seqlens`)
     for both layer specs: Transformer Engine reads them on GPU, the local
     spec's `PackedAttention` elsewhere; Megatron's RoPE restarts at each
-    boundary. No attention mask is built.
+    boundary. A padded row's padding is one more segment. No attention mask is built.
     """
     from megatron.core.packed_seq_params import PackedSeqParams
 
     lens = mb.seq_lens
-    if int(lens.sum()) != mb.num_tokens or bool((lens <= 0).any()):
+    if int(lens.sum()) + mb.num_pad != mb.num_tokens or bool((lens <= 0).any()):
         raise ValueError(f"micro-batch of sequences {mb.seq_index}: seq_lens {lens.tolist()} must be positive "
-                         f"and sum to the row's {mb.num_tokens} tokens")
+                         f"and sum to the row's {mb.num_tokens} tokens less its {mb.num_pad} padding")
+    if mb.num_pad:
+        lens = torch.cat([lens, torch.tensor([mb.num_pad], dtype=lens.dtype)])
     if mb.num_tokens > _INT32_MAX:
         raise ValueError(f"micro-batch of sequences {mb.seq_index}: {mb.num_tokens} tokens overflow the int32 "
                          "cu_seqlens of packed attention; lower engine.max_tokens_per_micro_batch")
@@ -65,10 +71,12 @@ def model_inputs(mb: MicroBatch, device: torch.device) -> dict:
 
 
 def response_logprobs(hidden: torch.Tensor, output_weight: torch.Tensor, mb: MicroBatch, tp_group,
-                      temperature: float, backend: str, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                      temperature: float, backend: str, vocab_size: int,
+                      sequence_parallel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logprobs and entropy of the response tokens of one row.
 
-    hidden: [1, T, H] final-norm hidden states; output_weight: [V/TP, H], this
+    hidden: [1, T, H] final-norm hidden states, or this TP rank's [1, T/TP, H]
+      slice of them with `sequence_parallel`; output_weight: [V/TP, H], this
       rank's shard of the vocabulary padded to a multiple of TP.
     vocab_size: the real vocabulary; the kernel leaves the padding rows out.
     Targets are checked against it here, on the CPU (the kernel does not read
@@ -81,6 +89,22 @@ def response_logprobs(hidden: torch.Tensor, output_weight: torch.Tensor, mb: Mic
         raise ValueError(f"micro-batch of sequences {mb.seq_index}: token id {bad} outside the vocabulary "
                          f"[0, {vocab_size})")
     device = hidden.device
+    if sequence_parallel:
+        hidden = gather_sequence(hidden, tp_group)
     h = hidden[0].index_select(0, mb.loss_positions.to(device))
     return fused_linear_logprobs(h, output_weight, targets.to(device), tp_group=tp_group, temperature=temperature,
                                  backend=backend, vocab_size=vocab_size)
+
+
+def gather_sequence(hidden: torch.Tensor, tp_group) -> torch.Tensor:
+    """[1, T/TP, H] -> [1, T, H]: all-gather a sequence-parallel row along the sequence over `tp_group`.
+
+    megatron's gather_from_sequence_parallel_region with tensor_parallel_output_grad=False: its backward
+    keeps this rank's slice of the gradient, which is already the full-vocabulary one (the fused
+    log-probs all-reduce grad_hidden over TP; a reduce-scatter here would count it TP times).
+    """
+    from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
+
+    full = gather_from_sequence_parallel_region(hidden.transpose(0, 1), tensor_parallel_output_grad=False,
+                                                group=tp_group)
+    return full.transpose(0, 1)

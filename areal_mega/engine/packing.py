@@ -4,8 +4,10 @@ A `SeqBatch` holds whole sequences (prompt + response token ids) and, per
 response token, any float fields the loss needs (advantages, old_logprobs,
 ...). `pack` puts several sequences into one row per micro-batch (first-fit
 decreasing by length), and records, for every response token, the row
-position whose next-token prediction scores it. `partition_balanced` assigns
-sequences to DP ranks by token count.
+position whose next-token prediction scores it. Under sequence parallelism a
+row's length must divide by TP: `pad_to_multiple` then appends padding tokens
+as one more attention segment of their own, which no loss position points at.
+`partition_balanced` assigns sequences to DP ranks by token count.
 """
 from __future__ import annotations
 
@@ -59,12 +61,13 @@ class SeqBatch:
 class MicroBatch:
     """One packed row.
 
-    input_ids, position_ids: [1, T] int64 (positions restart at 0 per sequence).
-    seq_lens: [num_seqs] int64 lengths of the packed sequences (sum = T).
+    input_ids, position_ids: [1, T] int64 (positions restart at 0 per sequence and in the padding).
+    seq_lens: [num_seqs] int64 lengths of the packed sequences (sum = T - num_pad).
     loss_positions: [N] int64 row positions whose next token is a response token.
     targets: [N] int64 the response tokens, in the order of `loss_positions`.
     seq_index: indices (into the packed SeqBatch) of the sequences in this row.
     token_fields: name -> [N] float32, aligned with `targets`.
+    num_pad: padding tokens at the end of the row (token id 0), attended only among themselves, never scored.
     """
 
     input_ids: torch.Tensor
@@ -74,6 +77,7 @@ class MicroBatch:
     targets: torch.Tensor
     seq_index: list[int]
     token_fields: dict[str, torch.Tensor]
+    num_pad: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -111,8 +115,9 @@ def _first_fit_decreasing(lengths: list[int], budget: int) -> list[list[int]]:
     return sorted(bins, key=lambda b: b[0])
 
 
-def pack(batch: SeqBatch, max_tokens: int) -> list[MicroBatch]:
-    """Pack `batch` into rows of at most `max_tokens` tokens each."""
+def pack(batch: SeqBatch, max_tokens: int, pad_to_multiple: int = 1) -> list[MicroBatch]:
+    """Pack `batch` into rows of at most `max_tokens` tokens each, then pad each row up to a multiple of
+    `pad_to_multiple` (sequence parallelism: TP; the padding adds fewer than `pad_to_multiple` tokens)."""
     lengths = [len(ids) for ids in batch.input_ids]
     micro_batches = []
     for seq_index in _first_fit_decreasing(lengths, max_tokens):
@@ -126,6 +131,9 @@ def pack(batch: SeqBatch, max_tokens: int) -> list[MicroBatch]:
             targets.extend(seq[p:])
             for k in fields:
                 fields[k].append(batch.token_fields[k][i].float())
+        num_pad = -len(ids) % pad_to_multiple
+        ids.extend([0] * num_pad)
+        pos.extend(range(num_pad))
         micro_batches.append(
             MicroBatch(
                 input_ids=torch.tensor([ids], dtype=torch.long),
@@ -135,6 +143,7 @@ def pack(batch: SeqBatch, max_tokens: int) -> list[MicroBatch]:
                 targets=torch.tensor(targets, dtype=torch.long),
                 seq_index=seq_index,
                 token_fields={k: torch.cat(v) for k, v in fields.items()},
+                num_pad=num_pad,
             )
         )
     return micro_batches

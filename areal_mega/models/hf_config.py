@@ -3,8 +3,9 @@
 `ModelDims` is the architecture in plain numbers, read once from the HF
 directory; the name map, the checkpoint loader and weight sync all take it.
 The Transformer Engine layer spec is used when TE is importable on CUDA, the
-local spec (Megatron's own modules, with `PackedAttention` as core attention)
-otherwise; both read packed rows as THD `PackedSeqParams`.
+local spec (Megatron's own modules, with `PackedAttention` as core attention
+and `models/norm.RMSNorm` as every norm) otherwise; both read packed rows as
+THD `PackedSeqParams` and both run under sequence parallelism.
 """
 from __future__ import annotations
 
@@ -87,15 +88,19 @@ def use_transformer_engine() -> bool:
 
 def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype: torch.dtype,
                        recompute_granularity: str = "none", recompute_method: str = "uniform",
-                       recompute_num_layers: int = 1):
+                       recompute_num_layers: int = 1, sequence_parallel: bool = False):
     """megatron-core TransformerConfig for `dims` at TP x PP, no dropout.
 
     engine.recompute.* is translated here: recompute_granularity none |
     selective (core attention) | full (with recompute_method uniform | block
-    and recompute_num_layers). Sequence parallelism is not offered: megatron's
-    local spec refuses it (its torch norm asserts `not sequence_parallel`),
-    and with TE the final hidden states would arrive split over the TP ranks,
-    which forward.py's fused log-probs do not gather yet.
+    and recompute_num_layers). engine.sequence_parallel too (needs TP > 1):
+    the norms, residuals and dropout-free adds between the TP regions then
+    hold T/TP tokens per rank (megatron all-gathers before the QKV and fc1
+    linears and reduce-scatters after proj and fc2); on the local spec the
+    norms are `models/norm.RMSNorm` (megatron's own torch norm refuses SP),
+    and engine/forward.py gathers the final hidden states along the sequence
+    before the fused log-probs. Packed rows are then padded to a multiple of
+    TP (engine/packing.py).
     """
     from megatron.core.transformer import TransformerConfig
 
@@ -106,6 +111,8 @@ def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype
         )
     if dims.num_layers % pp_size:
         raise ValueError(f"parallel.pp={pp_size} must divide num_hidden_layers={dims.num_layers}")
+    if sequence_parallel and tp_size == 1:
+        raise ValueError("engine.sequence_parallel needs parallel.tp > 1 (it splits the sequence over the TP ranks)")
     recompute = {}
     if recompute_granularity == "selective":
         recompute = {"recompute_granularity": "selective"}
@@ -149,6 +156,7 @@ def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype
         moe_token_dispatcher_type="alltoall",  # unused (dense); "allgather" rejects variable lengths
         calculate_per_token_loss=True,
         deallocate_pipeline_outputs=False,
+        sequence_parallel=sequence_parallel,
         **recompute,
     )
 
@@ -164,10 +172,18 @@ def build_gpt_model(dims: ModelDims, config, pre_process: bool, post_process: bo
     if use_transformer_engine():
         spec = get_gpt_layer_with_transformer_engine_spec()
     else:  # Megatron's own modules, attention within each packed sequence (no [T, T] mask)
+        from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+        from areal_mega.models.norm import RMSNorm
         from areal_mega.models.packed_attention import PackedAttention
 
-        spec = get_gpt_layer_local_spec(normalization="RMSNorm")
-        spec.submodules.self_attention.submodules.core_attention = PackedAttention
+        layer = get_gpt_layer_local_spec(normalization="RMSNorm")
+        layer.submodules.self_attention.submodules.core_attention = PackedAttention
+        # megatron's WrappedTorchNorm refuses sequence parallelism; ours is the same RMSNorm with the
+        # weight attribute that makes finalize_model_grads all-reduce its grads over TP (no qk norms: the
+        # supported architectures have none)
+        layer.submodules.input_layernorm = layer.submodules.pre_mlp_layernorm = RMSNorm
+        spec = TransformerBlockSubmodules(layer_specs=[layer] * get_num_layers_to_build(config), layer_norm=RMSNorm)
     return GPTModel(
         config=config,
         transformer_layer_spec=spec,
