@@ -15,7 +15,11 @@ What a training rank holds (bytes; P = parameters of its TP x PP shard):
       2 * (4h + (q + 2 kv + h + 3 F) / TP)   bytes
   (two norm inputs, the QKV and MLP inputs replicated over TP; Q, K, V, the
   attention output, SwiGLU's gate and up and the down projection's input
-  split over TP). Full recomputation keeps only each layer's input (2h) plus
+  split over TP). With engine.sequence_parallel the replicated part is split
+  too (each rank keeps its T/TP tokens of the norm inputs, and megatron's
+  linears keep their local T/TP input and all-gather it again in the
+  backward): 2 * (4h + q + 2 kv + h + 3 F) / TP, the layer input 2h / TP.
+  Full recomputation keeps only each layer's input (2h) plus
   one layer's activations while it is recomputed; selective recomputation
   only drops the attention scores, which flash attention never stores, so it
   counts as none here;
@@ -58,10 +62,11 @@ def num_params(d: ModelDims) -> int:
     return d.num_layers * layer + embed + d.hidden_size
 
 
-def activation_bytes_per_token_layer(d: ModelDims, tp: int) -> float:
+def activation_bytes_per_token_layer(d: ModelDims, tp: int, sequence_parallel: bool = False) -> float:
     """bf16 activations one layer keeps for its backward, per token (see the module docstring)."""
     h, kv, q = d.hidden_size, d.num_kv_heads * d.head_dim, d.num_heads * d.head_dim
-    return 2 * (4 * h + (q + 2 * kv + h + 3 * d.ffn_hidden_size) / tp)
+    replicated = 4 * h / tp if sequence_parallel else 4 * h
+    return 2 * (replicated + (q + 2 * kv + h + 3 * d.ffn_hidden_size) / tp)
 
 
 @dataclass
@@ -102,14 +107,15 @@ def estimate(cfg, dims: ModelDims, fused_logprobs: bool = True) -> MemoryEstimat
     tokens = e.max_tokens_per_micro_batch
     layers = dims.num_layers // par.pp
     in_flight = par.pp  # 1F1B: the first stage holds up to PP micro-batches' activations
-    per_layer = activation_bytes_per_token_layer(dims, par.tp)
+    per_layer = activation_bytes_per_token_layer(dims, par.tp, e.sequence_parallel)
+    layer_input = 2 * dims.hidden_size / (par.tp if e.sequence_parallel else 1)
     if e.recompute.granularity == "full":
         n = e.recompute.num_layers
         if e.recompute.method == "uniform":  # one input per group of n layers; a group is recomputed at a time
             inputs, full, working = layers / n, 0, n
         else:  # block: the first n layers keep only their input, the rest keep everything
             inputs, full, working = min(n, layers), max(layers - n, 0), 1
-        acts = tokens * (in_flight * (inputs * 2 * dims.hidden_size + full * per_layer) + working * per_layer)
+        acts = tokens * (in_flight * (inputs * layer_input + full * per_layer) + working * per_layer)
     else:
         acts = tokens * in_flight * layers * per_layer
     vocab_local = dims.vocab_size / par.tp
