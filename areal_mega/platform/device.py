@@ -29,7 +29,12 @@ def init_distributed(timeout_s: float = 600.0) -> tuple[int, int]:
     group carries compute collectives that every rank enters together, so its
     `timeout_s` is short; a rank waiting for the controller (through a rollout,
     while servers start) waits in the engine's gloo object group instead, whose
-    time-out is engine.collective_timeout_s (hours).
+    time-out is engine.collective_timeout_s (hours). On resume the controller
+    starts its servers before the weight-sync join, so rank 0's TP peers wait
+    for them there, not in `iter_hf_weights`: their TP all-gathers (megatron's
+    TP group, megatron's 30 min) run inside the sync, each waiting at most for
+    one bucket's broadcast, which weight_sync.timeout_s bounds on the sender
+    (tests/weight_sync/test_weight_sync_timeouts.py).
     """
     if not is_cuda():
         from areal_mega.platform import megatron_cpu
