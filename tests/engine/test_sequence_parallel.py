@@ -2,7 +2,8 @@
 
 Multi-rank (fp32, gloo): at TP=2 and at TP=2 x PP=2, SP on against off on packed rows of odd lengths:
 the logprobs, one train step's loss and grad norm, every norm's gradient on every rank and the HF
-weights after the step (what weight sync and export send) agree within 1e-5. The same run with the norm
+weights after the step (what weight sync and export send) agree within 1e-5; at TP=2 also with full
+recomputation. The same run with the norm
 weights' `sequence_parallel` attribute removed shows what that attribute is for: the norm gradients are
 then this rank's tokens only, and the updated norm weights differ by ~1e-3.
 """
@@ -27,7 +28,7 @@ def _max_diff(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def tp2(tiny_qwen2_dir, tmp_path_factory):
-    return torchrun(WORKER, 2, ["--model", str(tiny_qwen2_dir), "--no-attr-variant"], tmp_path_factory.mktemp("tp2"))
+    return torchrun(WORKER, 2, ["--model", str(tiny_qwen2_dir), "--more-variants"], tmp_path_factory.mktemp("tp2"))
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,8 @@ def tp2_pp2(tiny_qwen2_dir, tmp_path_factory):
     return torchrun(WORKER, 4, ["--model", str(tiny_qwen2_dir), "--pp", "2"], tmp_path_factory.mktemp("tp2pp2"))
 
 
-def _check_same_step(ranks, tp: int):
-    off, on = [r["off"] for r in ranks], [r["on"] for r in ranks]
+def _check_same_step(ranks, tp: int, variant: str = "on"):
+    off, on = [r["off"] for r in ranks], [r[variant] for r in ranks]
     last = [r for r in on if r["gathered_rows"]]  # the last stage's ranks gathered the final hidden states
     assert len(last) == tp and all(out == tp * local for r in last for local, out in r["gathered_rows"])
     assert not any(r["gathered_rows"] for r in off)
@@ -65,6 +66,8 @@ def _check_same_step(ranks, tp: int):
 @pytest.mark.multirank
 def test_tp2_sequence_parallel_gives_the_same_step(tp2):
     _check_same_step(tp2, tp=2)
+    _check_same_step(tp2, tp=2, variant="on_full_recompute")
+    assert tp2[0]["on"]["checkpoint_calls"] == 0 and tp2[0]["on_full_recompute"]["checkpoint_calls"] > 0
 
 
 @pytest.mark.multirank

@@ -1,7 +1,8 @@
 """torchrun worker: the same forward and train step with engine.sequence_parallel off and on (fp32).
 
 Builds, one after the other in one process, engines over the same HF weights for each variant:
-"off" (TP without SP), "on" (SP), and with --no-attr-variant also "on_no_attr" (SP, but the norm weights'
+"off" (TP without SP), "on" (SP), and with --more-variants also "on_full_recompute" (SP with
+engine.recompute full, uniform, every layer) and "on_no_attr" (SP, but the norm weights'
 `sequence_parallel` attribute removed, so megatron does not all-reduce their grads over TP: what the
 test must catch). Each runs `engine.forward` and one `train_step` on `worker_engine.make_batch`.
 Writes rank{r}.json: per variant, logprobs (rank 0: flat list), loss, grad_norm, norm_grads and
@@ -9,7 +10,8 @@ norm_weights (megatron name -> this rank's main_grad / weight after the step, fo
 norm_attr (True when every norm weight carries sequence_parallel=True) and hf_weights (the sync
 rank's `engine.hf_weights()` after the step: what weight sync and HF export send); padded_rows:
 how many of the batch's rows `pack` padded for TP; gathered_rows: [tokens in, tokens out] of every
-`forward.gather_sequence` call on this rank (none without SP).
+`forward.gather_sequence` call on this rank (none without SP); checkpoint_calls: how often megatron's
+tensor_parallel.checkpoint ran (0 means nothing was recomputed).
 """
 import argparse
 import json
@@ -18,8 +20,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from megatron.core import tensor_parallel
+
 from areal_mega.engine import forward
-from areal_mega.engine.config import EngineConfig, OptimizerConfig, ParallelConfig
+from areal_mega.engine.config import EngineConfig, OptimizerConfig, ParallelConfig, RecomputeConfig
 from areal_mega.engine.engine import Engine
 from areal_mega.engine.packing import pack
 from areal_mega.platform import init_distributed
@@ -30,11 +34,12 @@ def _norms(engine: Engine) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in engine.gpt.named_parameters() if "layernorm" in n}
 
 
-def run_variant(args, sequence_parallel: bool, drop_attr: bool) -> dict:
+def run_variant(args, sequence_parallel: bool, drop_attr: bool, recompute: str) -> dict:
     cfg = EngineConfig(
         model_path=args.model,
         parallel=ParallelConfig(tp=args.tp, pp=args.pp),
         sequence_parallel=sequence_parallel,
+        recompute=RecomputeConfig(granularity=recompute),
         optimizer=OptimizerConfig(lr=1e-3, eps=1e-3, weight_decay=0.0, clip_grad=1e9, distributed_optimizer=True),
         max_tokens_per_micro_batch=64,
         dtype="fp32",
@@ -48,6 +53,14 @@ def run_variant(args, sequence_parallel: bool, drop_attr: bool) -> dict:
         return full
 
     forward.gather_sequence = recorded
+    calls = [0]
+    checkpoint = tensor_parallel.checkpoint
+
+    def counted(*a, **k):  # megatron's recompute goes through tensor_parallel.checkpoint
+        calls[0] += 1
+        return checkpoint(*a, **k)
+
+    tensor_parallel.checkpoint = counted
     engine = Engine(cfg)
     if drop_attr:
         for p in _norms(engine).values():
@@ -56,7 +69,7 @@ def run_variant(args, sequence_parallel: bool, drop_attr: bool) -> dict:
     root = dist.get_rank() == 0
     out = engine.forward(batch if root else None)
     stats = engine.train_step(batch if root else None, loss_fn)
-    forward.gather_sequence = gather
+    forward.gather_sequence, tensor_parallel.checkpoint = gather, checkpoint
     norms = _norms(engine)
     weights = {name: t.flatten().tolist() for name, t in engine.hf_weights()}
     return {
@@ -69,6 +82,7 @@ def run_variant(args, sequence_parallel: bool, drop_attr: bool) -> dict:
         "num_norms": len(norms),
         "hf_weights": weights if engine.topo.is_sync_rank else {},
         "gathered_rows": gathered,
+        "checkpoint_calls": calls[0],
         "padded_rows": sum(mb.num_pad > 0 for mb in pack(batch, 64, pad_to_multiple=args.tp)),
     }
 
@@ -78,14 +92,14 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--tp", type=int, default=2)
     ap.add_argument("--pp", type=int, default=1)
-    ap.add_argument("--no-attr-variant", action="store_true")
+    ap.add_argument("--more-variants", action="store_true")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     init_distributed()
-    variants = {"off": (False, False), "on": (True, False)}
-    if args.no_attr_variant:
-        variants["on_no_attr"] = (True, True)
-    result = {name: run_variant(args, sp, drop) for name, (sp, drop) in variants.items()}
+    variants = {"off": (False, False, "none"), "on": (True, False, "none")}
+    if args.more_variants:
+        variants.update(on_full_recompute=(True, False, "full"), on_no_attr=(True, True, "none"))
+    result = {name: run_variant(args, *how) for name, how in variants.items()}
     Path(args.out, f"rank{dist.get_rank()}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
