@@ -188,7 +188,7 @@ def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]
     None when they have none. Points where either side is undefined are left out; with
     `stop_at_mismatch`, evaluation ends at the first point where they differ."""
     free = sorted(a.free_symbols | b.free_symbols, key=str)
-    if not free:
+    if not free or _unevaluated(a) or _unevaluated(b):
         return None
     values = []
     for point in _POINTS:
@@ -204,6 +204,11 @@ def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]
     return values
 
 
+def _unevaluated(expr) -> bool:
+    """True for an expression holding a sum or product left unevaluated (never evaluated numerically)."""
+    return expr.has(sympy.Sum, sympy.Product)
+
+
 def _close(x: complex, y: complex) -> bool:
     return abs(x - y) <= 1e-8 * max(1.0, abs(x), abs(y))
 
@@ -215,6 +220,8 @@ def _symbolic_equal(a, b) -> bool:
         return False
     if a == b:
         return True
+    if _unevaluated(a) or _unevaluated(b):
+        return False  # a sum over a sequence (`F_{n-k-1}`) compares by its structure only
     probe = _probe(a, b, stop_at_mismatch=True)
     if probe:
         if not all(_close(va, vb) for va, vb in probe):
@@ -238,6 +245,8 @@ def _proportional(a, b) -> bool:
         return abs(ratios[0]) > 1e-12 and all(_close(r, ratios[0]) for r in ratios)
     if _symbolic_equal(a, b) or _symbolic_equal(a, -b):
         return True
+    if _unevaluated(a) or _unevaluated(b):
+        return False
     try:
         ratio = sympy.simplify(a / b)
     except (TypeError, ValueError, ZeroDivisionError, RecursionError, NotImplementedError):

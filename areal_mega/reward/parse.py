@@ -30,6 +30,7 @@ MAX_TOKENS = 400
 MAX_DEPTH = 60
 MAX_DIGITS = 2000
 MAX_FACTORIAL = 500
+MAX_SUM_TERMS = 1000
 
 
 class ParseError(ValueError):
@@ -37,7 +38,7 @@ class ParseError(ValueError):
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)|(?P<cmd>\\[a-zA-Z]+)|(?P<letter>[a-zA-Z])|(?P<op>[-+*/^_!(){}\[\]|,']))"
+    r"\s*(?:(?P<num>\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)|(?P<cmd>\\[a-zA-Z]+)|(?P<letter>[a-zA-Z])|(?P<op>[-+*/^_!(){}\[\]|,'=]))"
 )
 _GREEK = {
     "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota",
@@ -138,7 +139,7 @@ class _Parser:
             return text in ("(", "{", "[")
         if kind == "cmd":
             name = text[1:]
-            return name in _GREEK or name in _FUNCS or name in ("pi", "infty", "frac", "sqrt", "log", "varnothing")
+            return name in _GREEK or name in _FUNCS or name in ("pi", "infty", "frac", "sqrt", "log", "varnothing", "sum", "prod")
         return False
 
     def term(self):
@@ -263,6 +264,8 @@ class _Parser:
             if den == 0:
                 raise ParseError("division by zero")
             return num / den
+        if name in ("sum", "prod"):
+            return self.big_operator(sympy.Sum if name == "sum" else sympy.Product)
         if name == "sqrt":
             if self.peek()[1] == "[":
                 self.take()
@@ -286,10 +289,41 @@ class _Parser:
             return func(self.func_arg())
         raise ParseError(f"unsupported command \\{name}")
 
+    def big_operator(self, kind):
+        """`\\sum_{k=a}^{b} term` (or `\\prod`): the term is one product (`\\sum_{k=1}^{n} k^2 + 1` adds 1
+        after). The value is sympy's closed form (bounds at most MAX_SUM_TERMS apart when both are integers;
+        ParseError when there is none); a term with a subscript on the index (`F_{n-k-1}`) stays an
+        unevaluated Sum that compares by its structure only."""
+        self.expect("_")
+        self.expect("{")
+        kind_, name = self.take()
+        if kind_ != "letter":
+            raise ParseError("summation index must be a letter")
+        index = self.subscripted(name)
+        self.expect("=")
+        lo = self.group("}")
+        self.expect("^")
+        hi = self.braced()
+        body = self.term()
+        if lo.is_Integer and hi.is_Integer and abs(hi - lo) > MAX_SUM_TERMS:
+            raise ParseError("too many terms")
+        if any(_subscript_mentions(x, index.name) for x in body.free_symbols):
+            return kind(body, (index, lo, hi))  # F_{n-k-1}: a sequence we cannot sum; compared by its structure
+        value = kind(body, (index, lo, hi)).doit()
+        if value.has(sympy.Sum, sympy.Product):
+            raise ParseError("no closed form")
+        return value
+
     def func_arg(self):
         if self.peek()[1] in ("(", "{"):
             return self.atom()
         return self.power()
+
+
+def _subscript_mentions(symbol, index: str) -> bool:
+    """True when `symbol` is subscripted with an expression naming `index` (`F_n-k-1` for k)."""
+    _, _, sub = symbol.name.partition("_")
+    return re.search(rf"(?<![a-zA-Z]){re.escape(index)}(?![a-zA-Z])", sub) is not None
 
 
 def parse_expr_safe(s: str):

@@ -249,10 +249,24 @@ DECIMAL_COMMA = [
     ("2500,5", "25005", False),
 ]
 
+# \sum / \prod: closed forms compare by value; a sum over a sequence (a_{n-k}) by its structure.
+SUMS = [
+    ("\\sum_{k=1}^{10} k", "55", True),
+    ("\\sum_{j=1}^{m} j", "\\frac{m(m+1)}{2}", True),
+    ("\\sum_{k=1}^{n} \\frac{1}{k(k+1)}", "1 - \\frac{1}{n+1}", True),
+    ("\\prod_{i=1}^{4} i", "24", True),
+    ("G_m = \\sum_{i=0}^{m-1} G_{m-i-1} G_i", "G_m = \\sum_{i=0}^{m-1} G_i G_{m-i-1}", True),
+    ("\\sum_{k=1}^{10} k", "56", False),
+    ("\\sum_{j=1}^{m} j", "\\frac{m(m-1)}{2}", False),
+    ("G_m = \\sum_{i=0}^{m-2} G_i G_{m-i-2}", "G_m = \\sum_{i=0}^{m-1} G_i G_{m-i-1}", False),
+    ("\\sum_{i=0}^{m-1} G_i", "mG_i", False),  # a sequence is not a constant
+    ("\\sum_{k=1}^{10^{9}} k", "500000000500000000", False),  # too many terms to sum: refused, not computed
+]
+
 ALL_FORMS = {
     "delimited": DELIMITED, "relations": RELATIONS, "chains": CHAINS, "approx": APPROX,
     "equation_chains": EQUATION_CHAINS, "equation_values": EQUATION_VALUES, "sets": SETS, "plus_minus": PLUS_MINUS, "assignments": ASSIGNMENTS,
     "matrices": MATRICES, "precision": PRECISION, "numbers": NUMBERS, "decimal_comma": DECIMAL_COMMA,
-    "duplicates": DUPLICATES, "matrix_arithmetic": MATRIX_ARITHMETIC,
+    "duplicates": DUPLICATES, "matrix_arithmetic": MATRIX_ARITHMETIC, "sums": SUMS,
 }
 FORM_CASES = [case for cases in ALL_FORMS.values() for case in cases]
