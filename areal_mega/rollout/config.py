@@ -20,6 +20,10 @@ class RolloutConfig:
     max_concurrency_per_server: requests in flight per server (the client's
     bound is this times the number of servers in the pool); health_interval_s:
     how often a server out of the pool is probed.
+    server_threads: torch threads of each reference server the trainer
+    launches (0: the OMP_NUM_THREADS it inherits). In synchronous RL the
+    trainer's ranks wait while the server generates, so it may take every
+    core; with trainer.async_rollout it competes with them.
     """
 
     backend: str = "reference"
@@ -38,6 +42,7 @@ class RolloutConfig:
     max_retries: int = 3
     max_concurrency_per_server: int = 256
     health_interval_s: float = 2.0
+    server_threads: int = 0
 
     def __post_init__(self):
         if self.backend not in ("reference", "sglang", "vllm"):
@@ -46,6 +51,10 @@ class RolloutConfig:
                      "max_concurrency_per_server"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rollout.{name} must be >= 1, got {getattr(self, name)}")
+        if self.server_threads < 0:
+            raise ValueError(f"rollout.server_threads must be >= 0, got {self.server_threads}")
+        if self.server_threads and self.backend != "reference":
+            raise ValueError(f"rollout.server_threads applies to the reference server, not backend {self.backend!r}")
         if self.temperature < 0:
             raise ValueError(f"rollout.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

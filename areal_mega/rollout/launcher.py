@@ -136,13 +136,19 @@ def _on_gpu() -> bool:
 
 
 def server_command(backend: str, model_dir: str, host: str, port: int, api_key: str | None, tp_size: int,
-                   mem_fraction: float, gpu_id: int, extra_args=(), on_gpu: bool | None = None) -> list[str]:
-    """The command line of one server (`on_gpu` None: whether CUDA is available here)."""
+                   mem_fraction: float, gpu_id: int, extra_args=(), on_gpu: bool | None = None,
+                   num_threads: int = 0) -> list[str]:
+    """The command line of one server (`on_gpu` None: whether CUDA is available here; `num_threads`: the
+    reference server's torch threads, 0 = its inherited OMP_NUM_THREADS)."""
+    if num_threads and backend != "reference":
+        raise ValueError(f"num_threads: only the reference server takes a thread count, not {backend!r}")
     if backend == "reference":
         if tp_size != 1:
             raise ValueError(f"tp_size: the reference server runs one process (tp_size=1), got {tp_size}")
         cmd = [sys.executable, "-m", "areal_mega.rollout.server", "--model", str(model_dir),
                "--host", host, "--port", str(port)]
+        if num_threads:
+            cmd += ["--num-threads", str(num_threads)]
     elif backend == "sglang":
         cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_dir), "--host", host,
                "--port", str(port), "--tp-size", str(tp_size), "--mem-fraction-static", str(mem_fraction),
@@ -213,10 +219,12 @@ def launch_servers(
     start_timeout_s: float = 600.0,
     env: dict | None = None,
     gpu_ids: list[int] | None = None,
+    num_threads: int = 0,
 ) -> ServerPool:
     """Start `num_servers` servers of `backend` on `host` (ports base_port + i, or free ones) and wait for /health.
 
     gpu_ids: server i's first GPU (it uses tp_size from there); default i * tp_size.
+    num_threads: the reference server's torch threads (0: what OMP_NUM_THREADS gives it).
     """
     if num_servers < 1:
         raise ValueError(f"num_servers must be >= 1, got {num_servers}")
@@ -234,7 +242,7 @@ def launch_servers(
             port = base_port + i if base_port is not None else free_port(host)
             gpu = gpu_ids[i] if gpu_ids is not None else i * tp_size
             cmd = server_command(backend, str(model_dir), host, port, api_key, tp_size, mem_fraction, gpu,
-                                 extra_args)
+                                 extra_args, num_threads=num_threads)
             log = log_dir / f"server_{i}.log"
             with open(log, "wb") as f:
                 procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,

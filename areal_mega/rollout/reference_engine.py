@@ -1,9 +1,13 @@
 """The reference server's engine: batched generation with a KV cache on transformers (fp32, CPU).
 
 One scheduler thread takes every waiting sample (up to `max_running`) into a
-static batch, left-pads it, and decodes step by step with a `DynamicCache`
-until every row has finished; samples that arrive meanwhile wait for the next
-batch. Weight updates take the same model lock, so a batch never sees two
+static batch, prefills each distinct prompt once (left-padded; the n samples
+of a prompt share its cache rows), and decodes step by step with a
+`DynamicCache`, dropping each row from the batch when it finishes; samples
+that arrive meanwhile wait for the next batch. A sample with `sampling_seed`
+draws from its own generator, so its tokens and logprobs do not depend on the
+batch it lands in; the others draw from the server's generator (`--seed`).
+Weight updates take the same model lock, so a batch never sees two
 weight versions, and each response names the version it was generated with.
 
 Logprobs (what SGLang v0.5.23 returns by default, `layers/sampler.py`): at
@@ -89,7 +93,7 @@ def _filter_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.T
 class ReferenceEngine:
     """Holds the HF model, its weight version, the waiting queue and the scheduler thread."""
 
-    def __init__(self, model_dir: str, max_running: int = 64, seed: int = 0, batch_window_s: float = 0.02):
+    def __init__(self, model_dir: str, max_running: int = 256, seed: int = 0, batch_window_s: float = 0.02):
         from transformers import AutoModelForCausalLM
 
         from areal_mega.models.tiny import load_tokenizer
@@ -161,63 +165,106 @@ class ReferenceEngine:
 
     @torch.no_grad()
     def _run_batch(self, batch: list[Sample]) -> None:
-        from transformers import DynamicCache
+        """Decode `batch` to its end and set each sample's future.
 
+        One prefill per distinct prompt: the n samples of a prompt share its
+        KV-cache rows (copied after the prefill). A row that finishes (stop,
+        length, abort) leaves the batch with its cache rows, so each step
+        runs only the rows still decoding. A sample with `sampling_seed` has
+        its own generator, so its tokens do not depend on the batch it runs in.
+        """
         version = self.weight_version
-        B = len(batch)
-        lens = [len(s.input_ids) for s in batch]
-        L = max(lens)
-        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
-        for i, s in enumerate(batch):
-            ids[i, L - lens[i]:] = torch.tensor(s.input_ids)
-            mask[i, L - lens[i]:] = 1
-        temps = torch.tensor([float(s.params["temperature"]) for s in batch])
-        top_p = torch.tensor([float(s.params["top_p"]) for s in batch])
-        top_k = torch.tensor([s.params["top_k"] for s in batch])
-        seeded = {i: torch.Generator().manual_seed(s.params["sampling_seed"])
-                  for i, s in enumerate(batch) if s.params.get("sampling_seed") is not None}
         out_ids: list[list[int]] = [[] for _ in batch]
         out_lp: list[list[float]] = [[] for _ in batch]
-        finish: list[dict | None] = [None] * B
+        finish: list[dict | None] = [None] * len(batch)
         for i, s in enumerate(batch):
             if s.params["max_new_tokens"] == 0:
                 finish[i] = {"type": "length", "length": 0}
-        cache = DynamicCache()
-        cur, pos = ids, (mask.cumsum(-1) - 1).clamp(min=0)
-        max_pos = self.model.config.max_position_embeddings
-        while not all(finish):
-            logits = self.model(
-                input_ids=cur, attention_mask=mask, position_ids=pos, use_cache=True, **{self.cache_kwarg: cache}
-            ).logits[:, -1, :].float()
-            greedy = temps == 0
-            logp = torch.log_softmax(logits / torch.where(greedy, 1.0, temps).unsqueeze(1), dim=-1)
-            probs = _filter_top_k_top_p(logp.exp(), top_k, top_p)
-            next_tok = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
-            for i, g in seeded.items():
-                next_tok[i] = torch.multinomial(probs[i], 1, generator=g)
-            next_tok = torch.where(greedy, logits.argmax(-1), next_tok)
-            tok_lp = logp.gather(1, next_tok.unsqueeze(1)).squeeze(1)
-            for i, s in enumerate(batch):
-                if finish[i] is not None:
-                    continue
-                if s.aborted or self.abort_all_running:
-                    finish[i] = {"type": "abort", "message": "Abort in waiting queue" if not out_ids[i] else "Abort"}
-                    continue
-                t = int(next_tok[i])
-                out_ids[i].append(t)
-                out_lp[i].append(float(tok_lp[i]))
-                if t in s.params["stop_token_ids"] or (not s.params["ignore_eos"] and t in self.eos_ids):
-                    finish[i] = {"type": "stop", "matched": t}
-                elif len(out_ids[i]) >= s.params["max_new_tokens"] or lens[i] + len(out_ids[i]) >= max_pos:
-                    finish[i] = {"type": "length", "length": len(out_ids[i])}
-            cur = next_tok.unsqueeze(1)
-            pos = pos[:, -1:] + 1
-            mask = torch.cat([mask, torch.ones((B, 1), dtype=torch.long)], dim=1)
+        live = [i for i in range(len(batch)) if finish[i] is None]  # batch index of each decoding row
+        if live:
+            self._decode(batch, live, out_ids, out_lp, finish)
         for i, s in enumerate(batch):
             s.future.set_result(
                 {"output_ids": out_ids[i], "logprobs": out_lp[i], "finish_reason": finish[i], "weight_version": version}
             )
+
+    def _decode(self, batch, live, out_ids, out_lp, finish) -> None:
+        """The decode loop of `_run_batch` over the rows `live` (indices into `batch`); fills the outputs."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        prompt_row: dict[tuple[int, ...], int] = {}
+        rows = torch.tensor([prompt_row.setdefault(tuple(batch[i].input_ids), len(prompt_row)) for i in live])
+        lens = [len(p) for p in prompt_row]
+        L = max(lens)
+        ids = torch.full((len(lens), L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(lens), L), dtype=torch.long)
+        for r, prompt in enumerate(prompt_row):
+            ids[r, L - lens[r]:] = torch.tensor(prompt)
+            mask[r, L - lens[r]:] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self._forward(ids, mask, pos, cache)
+        if len(lens) < len(live):  # copy each prompt's cache rows to its samples
+            cache.batch_select_indices(rows)
+            logits, mask, pos = logits[rows], mask[rows], pos[rows]
+        pos = pos[:, -1:]
+        params = [batch[i].params for i in live]
+        temps = torch.tensor([float(p["temperature"]) for p in params])
+        top_p = torch.tensor([float(p["top_p"]) for p in params])
+        top_k = torch.tensor([p["top_k"] for p in params])
+        gens = [torch.Generator().manual_seed(p["sampling_seed"]) if p.get("sampling_seed") is not None else None
+                for p in params]
+        max_pos = self.model.config.max_position_embeddings
+        while True:
+            greedy = temps == 0
+            logp = torch.log_softmax(logits / torch.where(greedy, 1.0, temps).unsqueeze(1), dim=-1)
+            probs = logp.exp()
+            if bool(((top_k > 0) | (top_p < 1)).any()):
+                probs = _filter_top_k_top_p(probs, top_k, top_p)
+            next_tok = torch.where(greedy, logits.argmax(-1), self._draw(probs, gens))
+            tok_lp = logp.gather(1, next_tok.unsqueeze(1)).squeeze(1)
+            keep = []
+            for j, (i, t, lp) in enumerate(zip(live, next_tok.tolist(), tok_lp.tolist())):
+                s = batch[i]
+                if s.aborted or self.abort_all_running:
+                    finish[i] = {"type": "abort", "message": "Abort in waiting queue" if not out_ids[i] else "Abort"}
+                    continue
+                out_ids[i].append(t)
+                out_lp[i].append(lp)
+                if t in s.params["stop_token_ids"] or (not s.params["ignore_eos"] and t in self.eos_ids):
+                    finish[i] = {"type": "stop", "matched": t}
+                elif len(out_ids[i]) >= s.params["max_new_tokens"] or len(s.input_ids) + len(out_ids[i]) >= max_pos:
+                    finish[i] = {"type": "length", "length": len(out_ids[i])}
+                else:
+                    keep.append(j)
+            if not keep:
+                return
+            if len(keep) < len(live):  # finished rows leave the batch
+                idx = torch.tensor(keep)
+                cache.batch_select_indices(idx)
+                mask, pos, next_tok, temps, top_p, top_k = (x[idx] for x in (mask, pos, next_tok, temps, top_p, top_k))
+                live, gens = [live[j] for j in keep], [gens[j] for j in keep]
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=torch.long)], dim=1)
+            pos = pos + 1
+            logits = self._forward(next_tok.unsqueeze(1), mask, pos, cache)
+
+    def _forward(self, ids, mask, pos, cache) -> torch.Tensor:
+        """Next-token logits `[B, V]` float32 of ids `[B, T]` after the rows' cached tokens."""
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                          **{self.cache_kwarg: cache}).logits[:, -1, :].float()
+
+    def _draw(self, probs: torch.Tensor, gens: list) -> torch.Tensor:
+        """One token per row of probs `[B, V]`: argmax(probs / Exp(1) noise), what torch.multinomial(probs, 1)
+        computes; a row's noise comes from its own generator, the others' from the server's."""
+        if bool(torch.isnan(probs).any()):
+            raise ValueError("the model's logits are not finite (nan probabilities)")
+        noise = torch.empty_like(probs)
+        if any(g is None for g in gens):
+            noise.exponential_(generator=self.generator)
+        for j, g in enumerate(gens):
+            if g is not None:
+                noise[j].exponential_(generator=g)
+        return (probs / noise).argmax(-1)
 
     def pause(self, mode: str = "abort") -> None:
         """Stop starting batches; mode 'abort' also finishes the running batch now (SGLang's default)."""

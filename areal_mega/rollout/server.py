@@ -230,7 +230,7 @@ async def update_weight_version(request: web.Request) -> web.Response:
                               "new_version": b["new_version"]})
 
 
-def build_app(model_dir: str, api_key: str | None = None, max_running: int = 64, seed: int = 0) -> web.Application:
+def build_app(model_dir: str, api_key: str | None = None, max_running: int = 256, seed: int = 0) -> web.Application:
     app = web.Application(middlewares=[_auth_middleware(api_key)], client_max_size=64 * 2**20)
     app[ENGINE] = ReferenceEngine(model_dir, max_running=max_running, seed=seed)
     app.router.add_get("/health", health)
@@ -257,9 +257,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000)
     parser.add_argument("--api-key", default=None)
-    parser.add_argument("--max-running-requests", type=int, default=64)
+    parser.add_argument("--max-running-requests", type=int, default=256,
+                        help="most samples decoded in one batch (the client's default bound on requests in flight)")
+    parser.add_argument("--num-threads", type=int, default=0,
+                        help="torch intra-op threads (0: torch's default, i.e. OMP_NUM_THREADS or all cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler for requests without sampling_seed")
     args = parser.parse_args(argv)
+    if args.num_threads < 0:
+        parser.error(f"--num-threads must be >= 0, got {args.num_threads}")
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     app = build_app(args.model, api_key=args.api_key, max_running=args.max_running_requests, seed=args.seed)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 

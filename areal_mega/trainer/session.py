@@ -125,7 +125,7 @@ class Session:
             self.servers = launch_servers(self.cfg.engine.model_path, rc.num_servers, backend=rc.backend,
                                           host=rc.host, api_key=rc.api_key, tp_size=rc.tp_size,
                                           mem_fraction=rc.mem_fraction, log_dir=self.run_dir / "server_logs",
-                                          gpu_ids=gpu_ids)
+                                          gpu_ids=gpu_ids, num_threads=rc.server_threads)
             urls = self.servers.urls
         self.urls = urls
         down = [u for u, ok in zip(urls, self._health(retries=rc.max_retries)) if not ok]
