@@ -204,6 +204,10 @@ def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]
     return values
 
 
+# Looked up structurally: asking sympy's `is_infinite` runs its assumption deduction (~5 ms a polynomial).
+_INFINITIES = (sympy.oo, -sympy.oo, sympy.zoo)
+
+
 def _unevaluated(expr) -> bool:
     """True for an expression holding a sum or product left unevaluated (never evaluated numerically)."""
     return expr.has(sympy.Sum, sympy.Product)
@@ -347,7 +351,7 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
         eq = _equation_equal(p, g)
         if eq is not None:
             return eq
-    if pa is not None and ga is not None and pa.is_infinite is not True and ga.is_infinite is not True:
+    if pa is not None and ga is not None and not pa.has(*_INFINITIES) and not ga.has(*_INFINITIES):
         return _symbolic_equal(pa, ga)
     return pa is not None and pa == ga
 
