@@ -203,18 +203,59 @@ class GenerationClient:
     async def flush_cache(self) -> None:
         await self._all(self.protocol.flush_cache())
 
+    async def _call_again(self, url: str, call: Call):
+        """`_call` right after a refused one: uvicorn drops the connection of a route that raised (vLLM) after
+        answering, so the pooled connection that call used may be dead; one retry takes a new one."""
+        try:
+            return await self._call(url, call)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            return await self._call(url, call)
+
+    async def _all_closing_open_update(self, call: Call | None) -> None:
+        """`call` on every server; a server that refuses it is asked to close a weight update that a sync
+        failing part-way left open (`protocol.close_update`: vLLM refuses to start an update, or to leave
+        the group, while one is open) and, if that succeeds, gets `call` again. Raises naming the servers
+        that still fail, with both answers."""
+        close = self.protocol.close_update()
+        if call is None or close is None:
+            await self._all(call)
+            return
+
+        async def one(url: str) -> None:
+            try:
+                status, body = await self._call(url, call)
+                if status == 200 and self.protocol.succeeded(body):
+                    return
+                refused = f"answered {status}: {error_message(body)}"
+            except (aiohttp.ClientError, OSError) as e:  # vLLM drops the connection of a route that raised
+                refused = f"{type(e).__name__}: {e}"
+            c_status, c_body = await self._call_again(url, close)
+            if c_status != 200:
+                raise RuntimeError(f"{call.path} {refused} (and no update was left open to close: {close.path} "
+                                   f"answered {c_status}: {error_message(c_body)})")
+            status, body = await self._call_again(url, call)
+            if status != 200 or not self.protocol.succeeded(body):
+                raise RuntimeError(f"{call.path} answered {status} after {close.path}: {error_message(body)}")
+
+        results = await asyncio.gather(*(one(s.url) for s in self.servers), return_exceptions=True)
+        failed = [f"{s.url}: {r}" for s, r in zip(self.servers, results) if isinstance(r, Exception)]
+        if failed:
+            raise RuntimeError(f"{call.path} failed on {len(failed)} server(s): " + "; ".join(failed))
+
     async def pause_generation(self, mode: str = "abort") -> None:
         """Stop every server generating and ready it for a weight update ('abort': running requests end as
-        "abort" and the rollout manager sends them again; vLLM: /pause, then /start_weight_update)."""
+        "abort" and the rollout manager sends them again; vLLM: /pause, then /start_weight_update, closing
+        first an update a failed sync left open)."""
         await self._all(self.protocol.pause(mode))
-        await self._all(self.protocol.start_update())
+        await self._all_closing_open_update(self.protocol.start_update())
 
     async def continue_generation(self) -> None:
         await self._all(self.protocol.resume())
 
     async def destroy_weights_update_group(self, group_name: str) -> None:
-        """Every server leaves the weight-update group `group_name` (before it is rebuilt)."""
-        await self._all(self.protocol.destroy_group(group_name))
+        """Every server leaves the weight-update group `group_name` (before it is rebuilt; an update a failed
+        sync left open is closed first)."""
+        await self._all_closing_open_update(self.protocol.destroy_group(group_name))
 
     async def get_weight_versions(self) -> list[str]:
         """Each server's weight version (SGLang: /get_weight_version or /model_info; vLLM: /weight_info)."""

@@ -164,7 +164,9 @@ def server_command(backend: str, model_dir: str, host: str, port: int, api_key: 
                "--logprobs-mode", "processed_logprobs", "--enable-scale-out", "--skip-tokenizer-init",
                "--weight-transfer-config", '{"backend": "areal"}', "--disable-log-stats"]
         if not on_gpu:
-            cmd += ["--enforce-eager", "--dtype", "float32"]
+            # no chunked prefill: vLLM-CPU rewinds a seeded request's generator after a partial prefill
+            # (gen.set_offset), which CPU generators refuse; the engine died on resumed (long) prompts
+            cmd += ["--enforce-eager", "--dtype", "float32", "--no-enable-chunked-prefill"]
     else:
         raise ValueError(f"backend: unknown backend {backend!r} ({', '.join(BACKENDS)})")
     if api_key:

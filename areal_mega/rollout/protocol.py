@@ -14,8 +14,8 @@ Each protocol object has the same methods: `generate(input_ids, params,
 return_logprob) -> Call`, `parse_generate(body) -> list[Sample]`, and one
 `Call` builder per control-plane step (pause, resume, flush_cache,
 init_group, destroy_group, start_update, update_bucket, finish_update,
-set_version, version_calls / parse_version); a builder that returns None has
-nothing to do on that backend. Sampling parameters come in SGLang's names
+close_update, set_version, version_calls / parse_version); a builder that
+returns None has nothing to do on that backend. Sampling parameters come in SGLang's names
 (temperature, top_p, top_k, max_new_tokens, stop_token_ids, ignore_eos, n,
 sampling_seed); each protocol translates them.
 """

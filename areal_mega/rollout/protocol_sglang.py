@@ -69,6 +69,9 @@ class SGLangProtocol:
     def finish_update(self, weight_version: str) -> None:
         return None  # the version rode on the last bucket
 
+    def close_update(self) -> None:
+        return None  # an update is one call per bucket: a failed one leaves nothing open
+
     def set_version(self, version: str) -> Call:
         return Call("/update_weight_version", {"new_version": version, "abort_all_requests": False})
 

