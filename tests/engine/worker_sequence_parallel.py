@@ -31,7 +31,8 @@ from tests.engine.worker_engine import loss_fn, make_batch
 
 
 def _norms(engine: Engine) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in engine.gpt.named_parameters() if "layernorm" in n}
+    """Every norm weight: local spec `*layernorm.weight`; TE spec also `linear_qkv/fc1.layer_norm_weight`."""
+    return {n: p for n, p in engine.gpt.named_parameters() if "layernorm" in n or "layer_norm" in n}
 
 
 def run_variant(args, sequence_parallel: bool, drop_attr: bool, recompute: str) -> dict:
@@ -42,7 +43,7 @@ def run_variant(args, sequence_parallel: bool, drop_attr: bool, recompute: str) 
         recompute=RecomputeConfig(granularity=recompute),
         optimizer=OptimizerConfig(lr=1e-3, eps=1e-3, weight_decay=0.0, clip_grad=1e9, distributed_optimizer=True),
         max_tokens_per_micro_batch=64,
-        dtype="fp32",
+        dtype=args.dtype,
     )
     gathered = []
     gather = forward.gather_sequence
@@ -93,6 +94,7 @@ def main():
     ap.add_argument("--tp", type=int, default=2)
     ap.add_argument("--pp", type=int, default=1)
     ap.add_argument("--more-variants", action="store_true")
+    ap.add_argument("--dtype", default="fp32", help="engine.dtype")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     init_distributed()
