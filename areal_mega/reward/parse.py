@@ -31,6 +31,7 @@ MAX_DEPTH = 60
 MAX_DIGITS = 2000
 MAX_FACTORIAL = 500
 MAX_SUM_TERMS = 1000
+MAX_SUM_BOUND = 10**6
 
 
 class ParseError(ValueError):
@@ -291,9 +292,10 @@ class _Parser:
 
     def big_operator(self, kind):
         """`\\sum_{k=a}^{b} term` (or `\\prod`): the term is one product (`\\sum_{k=1}^{n} k^2 + 1` adds 1
-        after). The value is sympy's closed form (bounds at most MAX_SUM_TERMS apart when both are integers;
-        ParseError when there is none); a term with a subscript on the index (`F_{n-k-1}`) stays an
-        unevaluated Sum that compares by its structure only."""
+        after). Integer bounds (at most MAX_SUM_TERMS apart, within +-MAX_SUM_BOUND) are summed term by
+        term under the power and size guards; other bounds give sympy's closed form (ParseError when there
+        is none); a term with a subscript on the index (`F_{n-k-1}`) stays an unevaluated Sum that
+        compares by its structure only."""
         self.expect("_")
         self.expect("{")
         kind_, name = self.take()
@@ -305,14 +307,26 @@ class _Parser:
         self.expect("^")
         hi = self.braced()
         body = self.term()
-        if lo.is_Integer and hi.is_Integer and abs(hi - lo) > MAX_SUM_TERMS:
-            raise ParseError("too many terms")
         if any(_subscript_mentions(x, index.name) for x in body.free_symbols):
             return kind(body, (index, lo, hi))  # F_{n-k-1}: a sequence we cannot sum; compared by its structure
-        value = kind(body, (index, lo, hi)).doit()
-        if value.has(sympy.Sum, sympy.Product):
-            raise ParseError("no closed form")
-        return value
+        if not (lo.is_Integer and hi.is_Integer):
+            value = kind(body, (index, lo, hi)).doit()
+            if value.has(sympy.Sum, sympy.Product):
+                raise ParseError("no closed form")
+            return value
+        if hi - lo > MAX_SUM_TERMS or max(abs(lo), abs(hi)) > MAX_SUM_BOUND:
+            raise ParseError("too many terms")
+        widest = lo if abs(lo) > abs(hi) else hi
+        for node in sympy.preorder_traversal(body):  # k^{1000} at the widest bound must stay within MAX_DIGITS
+            if node.is_Pow and node.has(index):
+                _check_power(node.base.xreplace({index: widest}), node.exp.xreplace({index: widest}))
+        total = sympy.Integer(0 if kind is sympy.Sum else 1)
+        for i in range(int(lo), int(hi) + 1):
+            term = body.xreplace({index: sympy.Integer(i)})
+            total = total + term if kind is sympy.Sum else total * term
+            if total.is_Rational and max(abs(total.p).bit_length(), total.q.bit_length()) > MAX_DIGITS * 3.33:
+                raise ParseError("value too large")
+        return total
 
     def func_arg(self):
         if self.peek()[1] in ("(", "{"):
