@@ -11,7 +11,8 @@ norm_attr (True when every norm weight carries sequence_parallel=True) and hf_we
 rank's `engine.hf_weights()` after the step: what weight sync and HF export send); padded_rows:
 how many of the batch's rows `pack` padded for TP; gathered_rows: [tokens in, tokens out] of every
 `forward.gather_sequence` call on this rank (none without SP); checkpoint_calls: how often megatron's
-tensor_parallel.checkpoint ran (0 means nothing was recomputed).
+tensor_parallel.checkpoint ran (0 means nothing was recomputed); saved_bytes_per_token_layer: what the
+decoder layers keep for the backward in the train step, per row token and layer (`SavedActivations`).
 """
 import argparse
 import json
@@ -33,6 +34,41 @@ from tests.engine.worker_engine import loss_fn, make_batch
 def _norms(engine: Engine) -> dict[str, torch.nn.Parameter]:
     """Every norm weight: local spec `*layernorm.weight`; TE spec also `linear_qkv/fc1.layer_norm_weight`."""
     return {n: p for n, p in engine.gpt.named_parameters() if "layernorm" in n or "layer_norm" in n}
+
+
+class SavedActivations:
+    """Bytes the decoder layers save for the backward during a train step, per row token and layer.
+
+    A saved-tensors hook counts each storage once per micro-batch while a layer's forward runs (what one
+    forward saves lives until its backward), leaving out the parameters; a micro-batch's tokens are its
+    row's (T/TP local rows times TP under sequence parallelism).
+    """
+
+    def __init__(self, engine: Engine, rows_split_by: int):
+        self.layers = engine.gpt.decoder.layers
+        self.params = {p.untyped_storage().data_ptr() for p in engine.gpt.parameters()}
+        self.split, self.rows, self.inside = rows_split_by, [], False
+        self.handles = [self.layers[0].register_forward_pre_hook(self._new_row, with_kwargs=True)]
+        for layer in self.layers:
+            self.handles.append(layer.register_forward_pre_hook(lambda *a: setattr(self, "inside", True)))
+            self.handles.append(layer.register_forward_hook(lambda *a: setattr(self, "inside", False)))
+
+    def _new_row(self, module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        self.rows.append({"tokens": hidden.shape[0] * self.split, "storages": {}})
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        if self.inside:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in self.params:
+                self.rows[-1]["storages"][storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def per_token_layer(self) -> float:
+        for h in self.handles:
+            h.remove()
+        total = sum(sum(r["storages"].values()) for r in self.rows)
+        return total / sum(r["tokens"] for r in self.rows) / len(self.layers)
 
 
 def run_variant(args, sequence_parallel: bool, drop_attr: bool, recompute: str) -> dict:
@@ -69,7 +105,9 @@ def run_variant(args, sequence_parallel: bool, drop_attr: bool, recompute: str) 
     batch = make_batch(engine.dims.vocab_size)
     root = dist.get_rank() == 0
     out = engine.forward(batch if root else None)
-    stats = engine.train_step(batch if root else None, loss_fn)
+    saved = SavedActivations(engine, args.tp if sequence_parallel else 1)
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        stats = engine.train_step(batch if root else None, loss_fn)
     forward.gather_sequence, tensor_parallel.checkpoint = gather, checkpoint
     norms = _norms(engine)
     weights = {name: t.flatten().tolist() for name, t in engine.hf_weights()}
@@ -84,6 +122,7 @@ def run_variant(args, sequence_parallel: bool, drop_attr: bool, recompute: str) 
         "hf_weights": weights if engine.topo.is_sync_rank else {},
         "gathered_rows": gathered,
         "checkpoint_calls": calls[0],
+        "saved_bytes_per_token_layer": saved.per_token_layer(),
         "padded_rows": sum(mb.num_pad > 0 for mb in pack(batch, 64, pad_to_multiple=args.tp)),
     }
 
