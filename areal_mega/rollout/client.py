@@ -9,6 +9,9 @@ SGLang and the reference server, protocol_vllm for vLLM). `generate` returns
   outstanding tokens (prompt tokens + max_new_tokens x n of its requests in
   flight).
 - Bounded concurrency: at most `max_concurrency` requests in flight.
+- Batched requests (`batch_requests`, on for the reference server): the
+  n = 1 requests of one event-loop turn go as one /generate per healthy
+  server (`SGLangProtocol.generate_batch`).
 - Failures: a connection error, time-out or 5xx takes the server out of the
   pool and the request is retried on another, up to `max_retries` times.
   A server out of the pool is probed on `/health` (at most every
@@ -48,6 +51,11 @@ class ServerState:
     probing: bool = False
 
 
+def _cost(input_ids: list[int], params: dict) -> int:
+    """A request's load on a server: prompt tokens + max_new_tokens x n."""
+    return len(input_ids) + int(params.get("max_new_tokens", 128)) * int(params.get("n", 1))
+
+
 class GenerationClient:
     """A pool of servers behind one `generate` call. Use inside one or more event loops (`asyncio.run`)."""
 
@@ -61,6 +69,7 @@ class GenerationClient:
         max_concurrency: int = 256,
         health_interval_s: float = 2.0,
         retry_backoff_s: float = 0.5,
+        batch_requests: bool | None = None,
     ):
         if not urls:
             raise ValueError("urls: at least one server URL is required")
@@ -73,6 +82,10 @@ class GenerationClient:
         self.max_concurrency = max_concurrency
         self.health_interval_s = health_interval_s
         self.retry_backoff_s = retry_backoff_s
+        # the reference server decodes static batches, so a batched request delays none of its samples
+        self.batch_requests = backend == "reference" if batch_requests is None else batch_requests
+        self._queued: list[tuple] = []  # (input_ids, params, return_logprob, future) of this loop turn
+        self._chunks: set[asyncio.Task] = set()
         self._loop = None
         self._session: aiohttp.ClientSession | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -86,6 +99,7 @@ class GenerationClient:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._session is None or self._session.closed:
             self._loop = loop
+            self._queued = []
             self._session = aiohttp.ClientSession(
                 headers=self.headers, connector=aiohttp.TCPConnector(limit=self.max_concurrency + 16)
             )
@@ -152,11 +166,61 @@ class GenerationClient:
 
         `sampling_params` in SGLang's names (see rollout.protocol). Returns one
         `Sample`, or a list of n with sampling_params["n"] = n > 1.
+
+        With `batch_requests` (default for the reference server), the n = 1
+        requests made in one event-loop turn (a rollout's gather) travel as
+        batched /generate calls, one contiguous chunk per healthy server (at
+        most max_concurrency samples each): one HTTP round trip and one server
+        batch instead of one per sample. A chunk fails or is retried as a whole.
         """
         self._bind()
         n = int(sampling_params.get("n", 1))
-        cost = len(input_ids) + int(sampling_params.get("max_new_tokens", 128)) * n
-        call = self.protocol.generate(input_ids, sampling_params, return_logprob)
+        if self.batch_requests and n == 1:
+            future = asyncio.get_running_loop().create_future()
+            if not self._queued:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._queued.append((list(input_ids), sampling_params, return_logprob, future))
+            return await future
+        samples = await self._send(self.protocol.generate(input_ids, sampling_params, return_logprob),
+                                   _cost(input_ids, sampling_params))
+        return samples[0] if n == 1 else samples
+
+    def _flush(self) -> None:
+        """Send the requests queued in this loop turn as batched calls (per return_logprob value)."""
+        queued, self._queued = self._queued, []
+        for want_lp in (True, False):
+            items = [q for q in queued if q[2] == want_lp]
+            if not items:
+                continue
+            parts = max(1, sum(s.healthy for s in self.servers), -(-len(items) // self.max_concurrency))
+            size = -(-len(items) // parts)
+            for k in range(0, len(items), size):
+                task = asyncio.ensure_future(self._send_chunk(items[k:k + size], want_lp))
+                self._chunks.add(task)
+                task.add_done_callback(self._chunks.discard)
+
+    async def _send_chunk(self, items: list[tuple], return_logprob: bool) -> None:
+        """One batched /generate for `items`; each caller's future gets its Sample or the chunk's error."""
+        futures = [i[3] for i in items]
+        try:
+            call = self.protocol.generate_batch([i[0] for i in items], [i[1] for i in items], return_logprob)
+            samples = await self._send(call, sum(_cost(i[0], i[1]) for i in items))
+            if len(samples) != len(items):
+                raise RuntimeError(f"{call.path} answered {len(samples)} samples for {len(items)} prompts")
+            for f, s in zip(futures, samples):
+                if not f.done():
+                    f.set_result(s)
+        except asyncio.CancelledError:
+            for f in futures:
+                f.cancel()
+            raise
+        except Exception as e:
+            for f in futures:
+                if not f.done():
+                    f.set_exception(e)
+
+    async def _send(self, call: Call, cost: int) -> list[Sample]:
+        """A /generate `call` on the least-loaded healthy server, retried on others (see the module doc)."""
         async with self._sem:
             for attempt in range(self.max_retries + 1):
                 server = await self._pick()
@@ -172,8 +236,7 @@ class GenerationClient:
                 finally:
                     server.outstanding_tokens -= cost
                 if status == 200:
-                    samples = self.protocol.parse_generate(body)
-                    return samples[0] if n == 1 else samples
+                    return self.protocol.parse_generate(body)
                 if 400 <= status < 500:
                     raise ValueError(f"{server.url}{call.path} answered {status}: {error_message(body)}")
                 self._mark_down(server, f"{call.path} answered {status}: {error_message(body)}")

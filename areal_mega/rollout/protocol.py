@@ -15,7 +15,9 @@ return_logprob) -> Call`, `parse_generate(body) -> list[Sample]`, and one
 `Call` builder per control-plane step (pause, resume, flush_cache,
 init_group, destroy_group, start_update, update_bucket, finish_update,
 close_update, set_version, version_calls / parse_version); a builder that
-returns None has nothing to do on that backend. Sampling parameters come in SGLang's names
+returns None has nothing to do on that backend. SGLang's protocol also has
+`generate_batch(prompts, params_list, return_logprob) -> Call` (many prompts
+in one /generate), which the client uses for the reference server. Sampling parameters come in SGLang's names
 (temperature, top_p, top_k, max_new_tokens, stop_token_ids, ignore_eos, n,
 sampling_seed); each protocol translates them.
 """

@@ -21,6 +21,11 @@ class SGLangProtocol:
         return Call("/generate", {"input_ids": list(input_ids), "sampling_params": params,
                                   "return_logprob": return_logprob})
 
+    def generate_batch(self, prompts: list[list[int]], params: list[dict], return_logprob: bool = True) -> Call:
+        """One /generate for many prompts, one sampling_params object each; answered as a list in order."""
+        return Call("/generate", {"input_ids": [list(p) for p in prompts], "sampling_params": list(params),
+                                  "return_logprob": return_logprob})
+
     def parse_generate(self, body) -> list[Sample]:
         return [self._sample(r) for r in (body if isinstance(body, list) else [body])]
 

@@ -114,7 +114,8 @@ class ReferenceEngine:
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.weight_version = "default"  # SGLang's ServerArgs.weight_version default
         self.model_lock = threading.Lock()
-        self.waiting: queue.Queue[Sample] = queue.Queue()
+        self.waiting: queue.Queue[list[Sample]] = queue.Queue()  # one item per request: its samples
+        self.carried: list[Sample] = []  # taken from `waiting` beyond max_running: the next batch's first
         self.running: list[Sample] = []
         self.resumed = threading.Event()
         self.resumed.set()
@@ -124,18 +125,26 @@ class ReferenceEngine:
         threading.Thread(target=self._loop, daemon=True, name="scheduler").start()
 
     def submit(self, input_ids: list[int], params: dict) -> Sample:
-        if not input_ids:
-            raise ValueError("input_ids: empty prompt")
-        bad = [t for t in input_ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size]
-        if bad:
-            raise ValueError(f"input_ids: token id {bad[0]!r} outside the vocabulary [0, {self.vocab_size})")
-        sample = Sample(list(input_ids), params)
-        self.waiting.put(sample)
-        return sample
+        return self.submit_many([(input_ids, params)])[0]
+
+    def submit_many(self, requests: list[tuple[list[int], dict]]) -> list[Sample]:
+        """Queue (prompt ids, validated params) pairs together: they land in the same batch when it has room.
+        Nothing is queued unless every prompt is valid."""
+        for input_ids, _ in requests:
+            if not input_ids:
+                raise ValueError("input_ids: empty prompt")
+            bad = [t for t in input_ids
+                   if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(f"input_ids: token id {bad[0]!r} outside the vocabulary [0, {self.vocab_size})")
+        samples = [Sample(list(input_ids), params) for input_ids, params in requests]
+        self.waiting.put(samples)
+        return samples
 
     def abort(self, rid: str = "", abort_all: bool = False) -> None:
         """Finish the matching running/waiting samples with finish_reason abort."""
-        for s in list(self.running) + list(self.waiting.queue):
+        queued = [s for request in list(self.waiting.queue) for s in request]
+        for s in list(self.running) + list(self.carried) + queued:
             if abort_all or s.rid == rid:
                 s.aborted = True
         if abort_all:
@@ -143,15 +152,16 @@ class ReferenceEngine:
 
     def _loop(self) -> None:
         while True:
-            batch = [self.waiting.get()]
+            batch = self.carried or self.waiting.get()
             self.resumed.wait()
             # Requests of one rollout arrive a few ms apart: keep collecting while they do.
             deadline = time.monotonic() + self.batch_window_s
             while len(batch) < self.max_running:
                 try:
-                    batch.append(self.waiting.get(timeout=max(0.0, min(0.002, deadline - time.monotonic()))))
+                    batch = batch + self.waiting.get(timeout=max(0.0, min(0.002, deadline - time.monotonic())))
                 except queue.Empty:
                     break
+            batch, self.carried = batch[: self.max_running], batch[self.max_running:]
             with self.model_lock:
                 self.abort_all_running = False
                 self.running = batch

@@ -126,10 +126,7 @@ async def generate(request: web.Request) -> web.Response:
         if any(p["n"] != n for p in params):
             raise ValueError("sampling_params.n must be the same for every prompt")
         base_rid = body.get("rid")
-        samples = []
-        for prompt, p in zip(prompts, params):
-            for _ in range(n):
-                samples.append(engine.submit(prompt, p))
+        samples = engine.submit_many([(prompt, p) for prompt, p in zip(prompts, params) for _ in range(n)])
     except ValueError as e:
         return _error(str(e))
     if isinstance(base_rid, str) and len(samples) == 1:

@@ -133,3 +133,20 @@ def test_server_threads_reach_the_reference_server_only():
         RolloutConfig(backend="sglang", server_threads=2)
     with pytest.raises(ValueError, match="rollout.server_threads must be >= 0"):
         RolloutConfig(server_threads=-1)
+
+
+def test_a_requests_samples_are_queued_together_and_overflow_is_carried(tiny_qwen2_dir):
+    """submit_many queues one request's samples as one item, so the live scheduler cannot start a batch
+    between them; beyond max_running they start the next batch, first."""
+    engine = ReferenceEngine(str(tiny_qwen2_dir), max_running=100)
+    batches = []
+    run = engine._run_batch
+    engine._run_batch = lambda batch: (batches.append(len(batch)), run(batch))
+    params = validate_sampling({"max_new_tokens": 2}, engine.vocab_size)
+    samples = engine.submit_many([([5 + k % 16, 6], params) for k in range(128)])
+    for s in samples:
+        s.future.result(timeout=120)
+    assert batches == [100, 28]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.submit_many([([5], params), ([500], params)])
+    assert engine.waiting.empty()  # nothing of a refused request was queued
