@@ -13,6 +13,14 @@ def _train(config: str, overrides: list[str]):
     run_train(2, config, overrides, timeout=1200)
 
 
+def rl_40_steps(warm_start, run_dir) -> list[str]:
+    """The shortened quickstart RL from the SFT warm start: 40 steps at TP=2, lr 2e-4 (faster than the
+    quickstart's 1e-4), held-out evaluation on 50 problems before and after."""
+    return [f"engine.model_path={warm_start}", f"trainer.run_dir={run_dir}",
+            "trainer.stages=[{max_new_tokens: 16, steps: 40}]", "trainer.eval_samples=50", "trainer.eval_every=0",
+            "trainer.export_hf=false", "engine.parallel.tp=2", "engine.optimizer.lr=2.0e-4"]
+
+
 def _slope(y: list[float]) -> float:
     """Least-squares slope of y against 0, 1, 2, ..."""
     n = len(y)
@@ -26,24 +34,17 @@ def _rows(path):
 
 @pytest.mark.slow
 @pytest.mark.multirank
-def test_quickstart_shortened_reward_goes_up(model_dir, tmp_path):
-    _train(str(REPO / "configs/quickstart/sft.yaml"), [
-        f"engine.model_path={model_dir}", f"trainer.run_dir={tmp_path / 'sft'}", "trainer.eval_samples=50",
-    ])
-    nll = [r["train/nll"] for r in _rows(tmp_path / "sft" / "metrics.jsonl") if "train/nll" in r]
+def test_quickstart_shortened_reward_goes_up(quickstart_sft, tmp_path):
+    nll = [r["train/nll"] for r in _rows(quickstart_sft / "metrics.jsonl") if "train/nll" in r]
     assert sum(nll[-20:]) / 20 < 0.5 * sum(nll[:20]) / 20
-    assert (tmp_path / "sft" / "hf" / "model.safetensors.index.json").is_file()
+    assert (quickstart_sft / "hf" / "model.safetensors.index.json").is_file()
     # the noisy teacher (60% of its answers off by one): its samples at T = 1 are right ~40% of the time
     # (measured 39% on 200 held-out problems), while its most likely answer is mostly right (greedy 85%)
-    sft = json.loads((tmp_path / "sft" / "summary.json").read_text())
+    sft = json.loads((quickstart_sft / "summary.json").read_text())
     assert sft["metric"].startswith("Pass@1 averaged over k=4 samples at T=1")
     assert 0.1 < sft["accuracy_after"] < 0.65 and sft["greedy_after"] > sft["accuracy_after"] + 0.1, sft
 
-    _train(str(REPO / "configs/quickstart/rl.yaml"), [
-        f"engine.model_path={tmp_path / 'sft' / 'hf'}", f"trainer.run_dir={tmp_path / 'rl'}",
-        "trainer.stages=[{max_new_tokens: 16, steps: 40}]", "trainer.eval_samples=50", "trainer.eval_every=0",
-        "trainer.export_hf=false", "engine.parallel.tp=2", "engine.optimizer.lr=2.0e-4",  # faster: 40 steps
-    ])
+    _train(str(REPO / "configs/quickstart/rl.yaml"), rl_40_steps(quickstart_sft / "hf", tmp_path / "rl"))
     steps = [r for r in _rows(tmp_path / "rl" / "metrics.jsonl") if "reward/mean" in r]
     assert [r["weight_version"] for r in steps] == list(range(1, 41))
     for r in steps:
