@@ -6,8 +6,8 @@ or reuse an SFT HF export named by `BENCH_RL_SFT`), then from that same
 checkpoint
 - ours, as the quickstart ships it: `torchrun --nproc-per-node 2 -m
   areal_mega.train --config configs/quickstart/rl.yaml` for N steps (its
-  layout, one reference server, OMP_NUM_THREADS=1 per process); per-phase
-  seconds from metrics.jsonl;
+  layout, two reference servers, OMP_NUM_THREADS=1 per process); per-phase
+  seconds from metrics.jsonl; and the same with one server (`ours_1server_*`);
 - TRL: `GRPOTrainer` in one process (the CPU, fp32, transformers `generate`),
   OMP_NUM_THREADS=2 so both sides may use the machine's 2 cores;
 both with the quickstart's batch (16 prompts x 8 samples), temperature and
@@ -262,6 +262,8 @@ def main(quick: bool = False) -> dict:
                "accuracy_before": heldout_accuracy(sft_dir, BATCH["temperature"], EVAL_K),
                "greedy_before": heldout_accuracy(sft_dir)}
     figures.update(_ours(work, sft_dir, steps))
+    # what the quickstart's two single-threaded generation servers buy over one, in the same run
+    figures.update(_ours(work, sft_dir, steps, "ours_1server", ("rollout.num_servers=1",)))
     figures.update(_trl(work, sft_dir, steps))
     figures["trl_over_ours_s_per_step"] = figures["trl_s_per_step"] / figures["ours_s_per_step"]
     figures["trl_over_ours_peak_rss"] = figures["trl_peak_rss_mb"] / figures["ours_peak_rss_mb"]

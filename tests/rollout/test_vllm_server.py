@@ -142,7 +142,7 @@ def _rl_mismatch(model_dir, run_dir, backend, urls=()):
     repo = Path(__file__).resolve().parents[2]
     overrides = [f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}", f"rollout.backend={backend}",
                  "trainer.stages=[{max_new_tokens: 16, steps: 5}]", "trainer.eval_samples=4", "trainer.export_hf=false",
-                 "data.batch_size=4", "rollout.n_samples=4"]
+                 "data.batch_size=4", "rollout.n_samples=4", "rollout.num_servers=1"]  # the quickstart runs 2
     if urls:
         overrides.append(f"rollout.urls=[{','.join(urls)}]")
     run_train(2, repo / "configs/quickstart/rl.yaml", overrides, timeout=900)
