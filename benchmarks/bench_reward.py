@@ -19,12 +19,16 @@ seconds, so its answers/s is the median of five passes with fresh workers;
 math-verify's single pass takes minutes. Reports, per
 checker: accuracy against the labels, false positives, false negatives
 (and the rate), agreement of ours with math-verify, answers/s, and the false
-negatives by rewrite kind.
+negatives by rewrite kind. The speed ratio is also measured paired: three
+rounds of our full pass timed right before a full math-verify pass, so that
+both see the same load; the median of the three ratios. And as cost: the
+workers' CPU time per answer for each checker (load-independent).
 """
 from __future__ import annotations
 
 import random
 import re
+import resource
 import statistics
 import time
 from collections import Counter
@@ -186,6 +190,26 @@ def _run(checker: str, responses: list[str], golds: list[str]) -> tuple[list[boo
         return verdicts, seconds, dict(pool.stats)
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _worker_cpu_us(checker: str, responses: list[str], golds: list[str]) -> float:
+    """CPU microseconds per answer spent in the workers (user + system, read when they exit): a pool
+    that checks everything minus one that only starts and warms up. Unlike answers/s it does not move
+    with the other engineers' load."""
+    used = []
+    for todo in ((responses[:4], golds[:4]), (responses, golds)):
+        before = _children_cpu_s()
+        with RewardPool(RewardConfig(num_workers=2, timeout_s=5.0, checker=checker)) as pool:
+            pool.correct(responses[:4], golds[:4])
+            if len(todo[0]) > 4:
+                pool.correct(*todo)
+        used.append(_children_cpu_s() - before)
+    return 1e6 * (used[1] - used[0]) / len(responses)
+
+
 def _score(name: str, verdicts: list[bool], labels: list[bool], kinds: list[str], seconds: float) -> dict:
     fp = sum(v and not y for v, y in zip(verdicts, labels))
     fn = sum(y and not v for v, y in zip(verdicts, labels))
@@ -218,6 +242,7 @@ def main(quick: bool) -> dict:
     if not math_verify_available():
         figures["math_verify"] = "not installed"
         return figures
+    ours_paired_s = _run("builtin", responses, golds)[1]  # timed right before math-verify: paired round 1
     mv, mv_s, mv_stats = _run("math_verify", responses, golds)
     figures["math_verify_timeouts"] = mv_stats["timeouts"]
     figures.update(_score("math_verify", mv, labels, kinds, mv_s))
@@ -228,4 +253,18 @@ def main(quick: bool) -> dict:
     figures["both_answers_per_s"] = len(subset) / both_s
     figures["agreement_ours_math_verify"] = sum(a == b for a, b in zip(ours, mv)) / len(samples)
     figures["ours_speedup_vs_math_verify"] = figures["ours_answers_per_s"] / figures["math_verify_answers_per_s"]
+    # The ratio above divides a median of five short passes by one pass of minutes, so the others' load
+    # moves it a lot (44x to 150x within 15 minutes). Paired: in each of three rounds our full pass is
+    # timed right before a full math-verify pass (the first is the one above), so both see the same
+    # load; the median of the round ratios.
+    ratios = [len(samples) / ours_paired_s / figures["math_verify_answers_per_s"]]
+    for _ in range(2):
+        ours_rate = len(samples) / _run("builtin", responses, golds)[1]
+        ratios.append(ours_rate / (len(samples) / _run("math_verify", responses, golds)[1]))
+    figures["ours_speedup_vs_math_verify_paired"] = statistics.median(ratios)
+    figures["paired_ratios"] = ", ".join(f"{r:.0f}" for r in ratios)
+    figures["ours_worker_cpu_us_per_answer"] = _worker_cpu_us("builtin", responses, golds)
+    figures["math_verify_worker_cpu_us_per_answer"] = _worker_cpu_us("math_verify", responses, golds)
+    figures["math_verify_cpu_per_answer_over_ours"] = (figures["math_verify_worker_cpu_us_per_answer"]
+                                                      / figures["ours_worker_cpu_us_per_answer"])
     return figures
