@@ -94,6 +94,7 @@ class RolloutStream:
         self._next_k = first_batch
         self._done: dict[int, StreamBatch] = {}
         self._in_flight = 0
+        self._idle_since = time.monotonic()  # when the last batch in flight finished (idle until a submit)
         self._cond = threading.Condition()
         self._closed = False
         self._error: BaseException | None = None
@@ -158,7 +159,6 @@ class RolloutStream:
         try:
             while True:
                 k = self._next_k
-                t_idle = time.monotonic()
                 while True:  # wait (off the event loop's critical path) until batch k may go out
                     with self._cond:
                         if self._may_submit(k):
@@ -166,11 +166,11 @@ class RolloutStream:
                     await asyncio.sleep(0.005)
                 if self._closed:
                     break
-                if self._in_flight == 0:
-                    self.wait_s["generation_idle"] += time.monotonic() - t_idle
                 prompts, params, tag = self.next_batch(k)
                 self._next_k += 1
                 with self._cond:
+                    if self._in_flight == 0:  # the servers had nothing of ours to generate since _idle_since
+                        self.wait_s["generation_idle"] += time.monotonic() - self._idle_since
                     self._in_flight += 1
                     version = self._version
                 task = asyncio.ensure_future(self._one_batch(k, prompts, params, tag, version))
@@ -204,6 +204,8 @@ class RolloutStream:
         with self._cond:
             self._done[k] = batch
             self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle_since = time.monotonic()
             self._cond.notify_all()
 
     async def _one_sample(self, prompt: list[int], params: dict) -> StreamSample:

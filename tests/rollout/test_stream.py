@@ -106,3 +106,34 @@ def test_arguments_and_failures_are_reported():
             stream.get(0, timeout_s=60)
     finally:
         stream.close()
+
+
+class SlowClient:
+    """Every request takes `seconds` and returns one token (a stand-in for a server, timing only)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    async def generate(self, prompt, params):
+        from areal_mega.rollout.protocol import Sample
+
+        await asyncio.sleep(self.seconds)
+        return Sample([1], [-0.5], "length", "0")
+
+    async def close(self):
+        pass
+
+
+def test_generation_idle_time_excludes_generating():
+    """eta = 0, generation 0.5 s a batch, "training" 0.5 s: the servers idle only while the trainer trains
+    (3 x 0.5 s); the old clock also counted each batch's own generation (3 s)."""
+    stream = RolloutStream(SlowClient(0.5), n=2, max_staleness=0, next_batch=_pull).start()
+    try:
+        for k in range(3):
+            stream.get(k, timeout_s=60)
+            time.sleep(0.5)
+            stream.set_version(k + 1)
+        stream.get(3, timeout_s=60)
+    finally:
+        stream.close()
+    assert 1.2 < stream.wait_s["generation_idle"] < 2.2, stream.wait_s
