@@ -3,11 +3,14 @@
 A `RewardPool` owns `num_workers` processes (`worker.py`, started as
 `python -m areal_mega.reward.worker`, so they never re-import the caller's
 `__main__`: plain scripts without a `__main__` guard, `python -c`,
-notebooks and torchrun ranks can all use it). The parent sends one check at
-a time to an idle worker over a socket and waits on all of them with a
-deadline; a worker that misses its deadline (a hung sympy call) or dies (out
-of memory: each worker runs under an address-space limit) is killed and
-replaced, and that check counts as wrong. Nothing on the builtin path
+notebooks and torchrun ranks can all use it). Identical checks of a batch
+are run once. The parent sends a chunk of checks to an idle worker over a
+socket and gets one answer message per chunk; the worker marks the check it
+is on, and when it started, in a page shared with the parent (`progress.py`),
+so each check still has its own deadline. A worker that misses it (a hung
+sympy call) or dies (out of memory: each worker runs under an address-space
+limit) is killed and replaced: that check counts as wrong, and the other
+checks of its chunk are re-run on another worker. Nothing on the builtin path
 executes model output (see `parse.py`); responses longer than
 `max_response_chars` are wrong without being looked at.
 
@@ -23,17 +26,20 @@ from __future__ import annotations
 
 import atexit
 import logging
+import mmap
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 
 from areal_mega.reward.config import RewardConfig
+from areal_mega.reward.progress import PROGRESS
 
-MAX_CHUNK = 16  # checks per message to a worker (one pipe round trip per check costs more than a check)
+MAX_CHUNK = 64  # checks per message to a worker: a message costs a worker about as much CPU as a check
 START_TIMEOUT_S = 120.0
 log = logging.getLogger(__name__)
 # -P: the caller's working directory (a `sympy.py` or `math_verify.py` next to a script) is not on sys.path.
@@ -49,22 +55,32 @@ class _Worker:
 
     def __init__(self, memory_limit_mb: int, checker: str):
         parent, child = socket.socketpair()
+        self._page = tempfile.TemporaryFile()  # the worker's PROGRESS record, mapped by both processes
+        self._page.truncate(PROGRESS.size)
+        self.progress = mmap.mmap(self._page.fileno(), PROGRESS.size)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH", "")) if p)
         env["OMP_NUM_THREADS"] = "1"
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, *_SAFE_PATH, "-m", "areal_mega.reward.worker", str(child.fileno()),
-                 str(memory_limit_mb), checker],
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True,
+                 str(self._page.fileno()), str(memory_limit_mb), checker],
+                pass_fds=(child.fileno(), self._page.fileno()), stdin=subprocess.DEVNULL, env=env, close_fds=True,
             )
         finally:
             child.close()
         self.conn = Connection(parent.detach())
         self.started = time.monotonic()
         self.ready = False
-        self.tasks: deque[int] = deque()  # sent, not yet answered, in order
-        self.deadline = 0.0
+        self.seq = 0  # of the chunk in flight
+        self.chunk: list[int] = []  # its task indices, in order; empty when idle
+        self.sent = 0.0  # when it was sent (time.monotonic)
+
+    def running(self) -> tuple[int, float]:
+        """(position in the chunk of the check the worker is on, when it started, time.monotonic s);
+        (0, send time) before it starts the chunk; position len(chunk) once the chunk is done."""
+        seq, pos, start = PROGRESS.unpack_from(self.progress)
+        return (pos, start) if seq == self.seq else (0, self.sent)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -74,6 +90,8 @@ class _Worker:
         except subprocess.TimeoutExpired:
             pass
         self.conn.close()
+        self.progress.close()
+        self._page.close()
 
 
 class RewardPool:
@@ -118,66 +136,70 @@ class RewardPool:
     def _run(self, tasks: list[tuple[str, str | None, str]], timeout: float) -> list[bool]:
         """Results of `tasks` [(kind, a, b)] in order; a check past `timeout` seconds or crashing is False.
 
-        An idle worker gets a chunk of up to MAX_CHUNK tasks in one message and answers them one by
-        one, so the time limit applies to each check: the head of a worker's chunk has `timeout`
-        seconds from the previous answer. A worker past it is killed, that check is wrong, and the
-        rest of its chunk goes back to the queue.
+        Identical tasks run once. An idle worker gets a chunk of up to MAX_CHUNK distinct tasks in one
+        message and answers with one message; each check has `timeout` seconds from its own start (read
+        from the worker's PROGRESS page). A worker past it is killed, that check is wrong, and the rest
+        of its chunk, answered or not, goes back to the queue.
         """
         if not self._workers:
             raise RuntimeError("RewardPool is closed")
-        results = [False] * len(tasks)
-        pending = deque(range(len(tasks)))
-        while pending or any(w.tasks for w in self._workers):
-            now = time.monotonic()
+        first: dict[tuple, int] = {}
+        which = [first.setdefault(t, len(first)) for t in tasks]  # task i is distinct task which[i]
+        distinct = list(first)
+        raw: list[tuple | None] = [None] * len(distinct)  # (builtin, math_verify) verdicts; None: failed
+        pending = deque(range(len(distinct)))
+        while pending or any(w.chunk for w in self._workers):
             for w in list(self._workers):
-                if w.ready and not w.tasks and pending:
+                if w.ready and not w.chunk and pending:
                     size = max(1, min(MAX_CHUNK, len(pending) // (2 * len(self._workers))))
                     chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
+                    w.seq += 1
                     try:
-                        w.conn.send([(*tasks[i], self.cfg.mode) for i in chunk])
+                        w.conn.send((w.seq, self.cfg.mode, [distinct[j] for j in chunk]))
                     except (BrokenPipeError, OSError):  # died while idle: the chunk never ran
                         pending.extendleft(reversed(chunk))
                         self.stats["crashes"] += 1
                         self._replace(w)
                         continue
-                    w.tasks.extend(chunk)
-                    w.deadline = now + timeout
-            deadlines = [w.deadline for w in self._workers if w.tasks]
+                    w.chunk, w.sent = chunk, time.monotonic()
+            now = time.monotonic()
+            deadlines = [w.running()[1] + timeout for w in self._workers if w.chunk]
             deadlines += [w.started + START_TIMEOUT_S for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else 1.0
             ready = wait([w.conn for w in self._workers], timeout=wait_s)
             for w in list(self._workers):
                 if w.conn in ready:
                     try:
-                        while True:  # every answer already sent, without blocking
-                            msg = w.conn.recv()
-                            if msg == "ready":
-                                w.ready = True
-                                self._failed_starts = 0
-                            elif w.tasks:
-                                results[w.tasks.popleft()] = self._verdict(*msg)
-                                w.deadline = time.monotonic() + timeout
-                                self.stats["checks"] += 1
-                            if not w.conn.poll():
-                                break
+                        msg = w.conn.recv()
                     except (EOFError, OSError):
-                        self._finish_failed(w, results, pending, "crashes")
+                        self._finish_failed(w, raw, pending, "crashes")
                         continue
-                elif w.tasks and time.monotonic() > w.deadline:
-                    self._finish_failed(w, results, pending, "timeouts")
+                    if msg == "ready":
+                        w.ready = True
+                        self._failed_starts = 0
+                    elif w.chunk:
+                        for j, verdicts in zip(w.chunk, msg):
+                            raw[j] = verdicts
+                        w.chunk = []
+                elif w.chunk:
+                    pos, start = w.running()
+                    # read twice: a record read while the worker writes it could be torn
+                    if time.monotonic() > start + timeout and w.running() == (pos, start):
+                        self._finish_failed(w, raw, pending, "timeouts")
                 elif not w.ready and time.monotonic() > w.started + START_TIMEOUT_S:
                     raise RuntimeError(f"a reward worker did not start within {START_TIMEOUT_S:.0f} s "
                                        f"(command: {' '.join(w.proc.args)})")
-        return results
+        self.stats["checks"] += len(tasks)
+        return [r is not None and self._verdict(*r) for r in (raw[j] for j in which)]
 
-    def _finish_failed(self, w: _Worker, results: list[bool], pending: deque, reason: str) -> None:
-        """The check `w` was on is wrong (`reason`: timeouts / crashes); the rest of its chunk is re-queued."""
-        if w.tasks:
-            results[w.tasks.popleft()] = False
-            self.stats["checks"] += 1
+    def _finish_failed(self, w: _Worker, raw: list, pending: deque, reason: str) -> None:
+        """The check `w` is on stays failed (`reason`: timeouts / crashes); the rest of its chunk is re-queued
+        (answers of a chunk come in one message, so those it had finished are lost with the worker)."""
+        if w.chunk:
+            pos = min(w.running()[0], len(w.chunk) - 1)
             self.stats[reason] += 1
-            pending.extendleft(reversed(w.tasks))
-            w.tasks.clear()
+            pending.extendleft(reversed(w.chunk[:pos] + w.chunk[pos + 1 :]))
+            w.chunk = []
         self._replace(w)
 
     def check(self, preds: list[str | None], golds: list[str], timeout: float | None = None) -> list[bool]:

@@ -1,4 +1,4 @@
-"""One reward worker process: `python -m areal_mega.reward.worker FD MEMORY_MB CHECKER`.
+"""One reward worker process: `python -m areal_mega.reward.worker FD PROGRESS_FD MEMORY_MB CHECKER`.
 
 The pool (`pool.py`) starts this module as a fresh interpreter with one end
 of a socket pair inherited as file descriptor FD, rather than through
@@ -6,16 +6,25 @@ of a socket pair inherited as file descriptor FD, rather than through
 `__main__`, which breaks plain scripts without a `__main__` guard, `python -c`
 and notebooks. This process imports only the checker.
 
-Loop: receive a chunk of tasks `(kind, a, b, mode)` (kind "response": `a` is
-a whole model response, "answer": `a` is an answer string) and send back, one
-message per task as it finishes, `(builtin, math_verify)`: each a bool, or
-None when that checker is not enabled. The address-space limit
-is set before anything heavy is imported, so a runaway check dies with
-MemoryError or is killed; the parent enforces the time limit.
+Loop: receive a chunk `(seq, mode, tasks)`, tasks `[(kind, a, b)]` (kind
+"response": `a` is a whole model response, "answer": `a` is an answer string),
+and send back one message for the whole chunk: `[(builtin, math_verify)]` in
+task order, each a bool, or None when that checker is not enabled. Before each
+check the worker writes `progress.PROGRESS` = (seq, position in the chunk, monotonic
+start time in s) into the shared page at PROGRESS_FD (position = len(tasks)
+once the chunk is done), with no system call: the parent reads it to time each
+check and, when it kills a hung worker, to know which check hung (the others of
+the chunk are re-run elsewhere). One message per chunk instead of one per check
+halves a worker's CPU per answer. The address-space limit is set before
+anything heavy is imported, so a runaway check dies with MemoryError or is
+killed; the parent enforces the time limit.
 """
 from __future__ import annotations
 
 import sys
+import time
+
+from areal_mega.reward.progress import PROGRESS
 
 
 def _limit_memory(memory_limit_mb: int) -> None:
@@ -26,12 +35,14 @@ def _limit_memory(memory_limit_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def serve(fd: int, memory_limit_mb: int, checker: str) -> None:
+def serve(fd: int, progress_fd: int, memory_limit_mb: int, checker: str) -> None:
     """Answer checks on the connection at `fd` until it closes: each message is a chunk of tasks,
-    each task gets its own answer message as soon as it is done."""
+    answered by one message when the chunk is done; progress goes to the page at `progress_fd`."""
+    import mmap
     from multiprocessing.connection import Connection
 
     conn = Connection(fd)
+    progress = mmap.mmap(progress_fd, PROGRESS.size)
     _limit_memory(memory_limit_mb)
     from areal_mega.reward.equal import equal_unguarded
     from areal_mega.reward.extract import extract_answer
@@ -57,12 +68,16 @@ def serve(fd: int, memory_limit_mb: int, checker: str) -> None:
     conn.send("ready")
     while True:
         try:
-            chunk = conn.recv()
+            seq, mode, tasks = conn.recv()
         except (EOFError, OSError):
             return
-        for task in chunk:
-            conn.send(check(*task))
+        out = []
+        for pos, (kind, a, b) in enumerate(tasks):
+            PROGRESS.pack_into(progress, 0, seq, pos, time.monotonic())
+            out.append(check(kind, a, b, mode))
+        PROGRESS.pack_into(progress, 0, seq, len(tasks), time.monotonic())
+        conn.send(out)
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -37,6 +37,32 @@ def test_hung_check_inside_a_chunk_only_fails_itself():
     assert got == [True] * 12 + [False] + [True] + [False] * 11
 
 
+def test_hung_check_in_a_large_batch_loses_no_other_verdict():
+    """A chunk's answers come back in one message: when a worker hangs mid-chunk it is killed, the hung
+    check alone is wrong and the chunk's other checks (finished or not) are re-run on another worker."""
+    n = 400
+    preds = [str(i) for i in range(n)]
+    golds = [str(i) if i % 3 else str(i + 1) for i in range(n)]
+    preds[n // 2], golds[n // 2] = SLOW_PRED, SLOW_GOLD
+    with RewardPool(RewardConfig(num_workers=2, timeout_s=2.0)) as two:
+        got = two.check(preds, golds)
+        assert two.stats["timeouts"] == 1 and two.stats["crashes"] == 0 and two.stats["checks"] == n
+    assert got == [i % 3 != 0 and i != n // 2 for i in range(n)]
+
+
+def test_identical_checks_run_once_and_answer_in_order():
+    """A batch's identical (answer, gold) pairs run once (two copies of a hanging check cost one
+    time-out) and every copy gets its verdict in the original order."""
+    preds = ["1", SLOW_PRED, "2", "1", SLOW_PRED, "\\frac{1}{2}", "2", "0.5", "1"]
+    golds = ["1", SLOW_GOLD, "3", "1", SLOW_GOLD, "0.5", "2", "0.5", "2"]
+    with RewardPool(RewardConfig(num_workers=1, timeout_s=2.0)) as one:
+        got = one.check(preds, golds)
+        assert one.stats["timeouts"] == 1 and one.stats["checks"] == len(preds)
+        assert one.correct(["so the answer is $\\boxed{4}$"] * 3 + ["\\boxed{5}"], ["4", "5", "4", "5"]) \
+            == [True, False, True, True]
+    assert got == [True, False, False, True, False, True, True, True, False]
+
+
 def test_crashed_worker_is_replaced(pool):
     pool.check(["1"], ["1"])
     victim = pool._workers[0].proc
