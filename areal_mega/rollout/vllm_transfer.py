@@ -15,10 +15,11 @@ the SGLang path uses:
 - /start_weight_update: vLLM's layerwise reload is armed (parameters are
   re-materialised and re-processed as they arrive, as vLLM's own NCCL engine
   does; the CPU backend repacks weights after loading);
-- /update_weights {"update_info": {names, dtype_names, shapes}}: one bucket:
-  the worker receives each full HF-named tensor, in that order, by a
-  broadcast from group rank 0, and hands it to `model.load_weights` (which
-  shards it for its TP rank);
+- /update_weights {"update_info": {names, dtype_names, shapes, load_format}}:
+  one bucket: the worker receives each full HF-named tensor, in that order,
+  by a broadcast from group rank 0 (load_format "flattened_bucket": one
+  broadcast of the whole bucket packed, rollout/flat_bucket.py), and hands
+  them to `model.load_weights` (which shards them for its TP rank);
 - /finish_weight_update {"weight_version"}: processing is finalised, tied
   parameters are made one tensor again (`retie`) and the version set, before
   the trainer resumes generation.
@@ -41,6 +42,7 @@ from vllm.distributed.weight_transfer.base import (
 )
 
 from areal_mega.platform.process_group import DEFAULT_TIMEOUT_S, join_group, leave_group
+from areal_mega.rollout import flat_bucket
 
 ENGINE_NAME = "areal"
 
@@ -58,11 +60,13 @@ class ArealInitInfo(WeightTransferInitInfo):
 
 @dataclass
 class ArealUpdateInfo(WeightTransferUpdateInfo):
-    """One bucket, in broadcast order: HF names, torch dtype names ("float32"), full shapes."""
+    """One bucket, in broadcast order: HF names, torch dtype names ("float32"), full shapes;
+    load_format None (one broadcast per tensor) or "flattened_bucket" (one of the bucket packed)."""
 
     names: list[str]
     dtype_names: list[str]
     shapes: list[list[int]]
+    load_format: str | None = None
 
     def __post_init__(self):
         if not len(self.names) == len(self.dtype_names) == len(self.shapes):
@@ -71,6 +75,9 @@ class ArealUpdateInfo(WeightTransferUpdateInfo):
         bad = [d for d in self.dtype_names if not isinstance(getattr(torch, d, None), torch.dtype)]
         if bad:
             raise ValueError(f"update_info.dtype_names: not torch dtypes: {bad}")
+        if self.load_format not in (None, flat_bucket.LOAD_FORMAT):
+            raise ValueError(f"update_info.load_format: {self.load_format!r} is not supported "
+                             f"(none or {flat_bucket.LOAD_FORMAT!r})")
 
 
 class ArealWeightTransferEngine(WeightTransferEngine[ArealInitInfo, ArealUpdateInfo]):
@@ -111,8 +118,14 @@ class ArealWeightTransferEngine(WeightTransferEngine[ArealInitInfo, ArealUpdateI
     def receive_weights(self, update_info: ArealUpdateInfo) -> None:
         if self.pg is None:
             raise RuntimeError("weight-transfer group not joined: call /init_weight_transfer_engine first")
-        for name, dtype_name, shape in zip(update_info.names, update_info.dtype_names, update_info.shapes):
-            weight = torch.empty(shape, dtype=getattr(torch, dtype_name), device=self.device)
+        dtypes = [getattr(torch, d) for d in update_info.dtype_names]
+        if update_info.load_format == flat_bucket.LOAD_FORMAT:
+            flat = flat_bucket.empty(dtypes, update_info.shapes, self.device)
+            dist.broadcast(flat, group=self.pg, group_src=0)
+            self.model.load_weights(list(zip(update_info.names, flat_bucket.unpack(flat, dtypes, update_info.shapes))))
+            return
+        for name, dtype, shape in zip(update_info.names, dtypes, update_info.shapes):
+            weight = torch.empty(shape, dtype=dtype, device=self.device)
             dist.broadcast(weight, group=self.pg, group_src=0)
             self.model.load_weights([(name, weight)])
 
