@@ -345,8 +345,14 @@ def _subscript_mentions(symbol, index: str) -> bool:
     return re.search(rf"(?<![a-zA-Z]){re.escape(index)}(?![a-zA-Z])", sub) is not None
 
 
+_PLAIN_NUMBER = re.compile(r"(-?)(\d+\.?\d*|\.\d+)")
+
+
 def parse_expr_safe(s: str):
     """Sympy expression for `s` (a normalised answer); ParseError when it is outside the grammar."""
+    m = _PLAIN_NUMBER.fullmatch(s)
+    if m:  # a plain number, the common answer: the node the parser builds, without tokens
+        return -_number(m[2]) if m[1] else _number(m[2])
     tokens = tokenize(s)
     if not tokens:
         raise ParseError("empty expression")
@@ -392,13 +398,13 @@ def as_float(expr) -> float | None:
     """The real value of a numeric sympy expression (+-inf for infinities), else None."""
     if expr is None:
         return None
-    if expr in (sympy.oo, -sympy.oo):
-        return float(expr)
     if expr.is_Rational:
         try:
             return float(expr)
         except OverflowError:
             return None
+    if expr in (sympy.oo, -sympy.oo):
+        return float(expr)
     if not expr.is_number:
         return None
     try:
