@@ -341,14 +341,16 @@ class GenerationClient:
 
     async def update_weights_from_distributed(self, url: str, names: list[str], dtypes: list[str],
                                               shapes: list[list[int]], group_name: str,
-                                              weight_version: str | None = None, flush_cache: bool = True) -> None:
-        """Tell one server to receive one bucket of broadcasts (names/dtypes/shapes in broadcast order).
+                                              weight_version: str | None = None, flush_cache: bool = True,
+                                              load_format: str | None = None) -> None:
+        """Tell one server to receive one bucket of broadcasts (names/dtypes/shapes in broadcast order;
+        load_format "flattened_bucket": one broadcast of the bucket packed, rollout/flat_bucket.py).
 
         The bucket that carries `weight_version` is the update's last: the server then holds the new
         weights under that version (SGLang: in the same call; vLLM: /finish_weight_update right after).
         """
         await self._one(url, self.protocol.update_bucket(names, dtypes, shapes, group_name, weight_version,
-                                                         flush_cache))
+                                                         flush_cache, load_format))
         if weight_version is not None:
             await self._one(url, self.protocol.finish_update(weight_version))
 

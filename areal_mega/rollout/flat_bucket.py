@@ -2,6 +2,7 @@
 
     flat = pack(tensors)                          # sender: [sum of bytes] uint8
     tensors = unpack(flat, dtypes, shapes)        # receiver: views into flat, no copy
+    tensors = receive(pg, dtypes, shapes, device, flattened=True)  # both receivers: one bucket
 
 SGLang 0.5.23 receives /update_weights_from_distributed with `load_format:
 "flattened_bucket"` this way (`FlattenedTensorBucket.empty` /
@@ -18,6 +19,7 @@ Lives in rollout (the receivers' package) so the receivers and the sender
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 LOAD_FORMAT = "flattened_bucket"  # SGLang's field value (UpdateWeightsFromDistributedReqInput.load_format)
 
@@ -72,3 +74,17 @@ def unpack(flat: torch.Tensor, dtypes: list[torch.dtype], shapes: list[list[int]
     if flat.numel() != total:
         raise ValueError(f"flattened bucket: {flat.numel()} bytes, the shapes and dtypes need {total}")
     return [flat[s:e].view(d).view(shape) for (s, e), d, shape in zip(ranges, dtypes, shapes)]
+
+
+def receive(pg: dist.ProcessGroup, dtypes: list[torch.dtype], shapes: list[list[int]],
+            device: torch.device | str = "cpu", flattened: bool = False) -> list[torch.Tensor]:
+    """One bucket broadcast from group rank 0: with `flattened` one broadcast of the packed bucket (the tensors
+    are views of its buffer), else one broadcast per tensor, in order. Layout errors raise before any broadcast."""
+    if flattened:
+        flat = empty(dtypes, shapes, device)
+        dist.broadcast(flat, group=pg, group_src=0)
+        return unpack(flat, dtypes, shapes)
+    tensors = [torch.empty(shape, dtype=dtype, device=device) for dtype, shape in zip(dtypes, shapes, strict=True)]
+    for t in tensors:
+        dist.broadcast(t, group=pg, group_src=0)
+    return tensors

@@ -64,11 +64,13 @@ class SGLangProtocol:
         return None
 
     def update_bucket(self, names: list[str], dtypes: list[str], shapes: list[list[int]], group_name: str,
-                      weight_version: str | None, flush_cache: bool = True) -> Call:
+                      weight_version: str | None, flush_cache: bool = True, load_format: str | None = None) -> Call:
         payload = {"names": names, "dtypes": dtypes, "shapes": shapes, "group_name": group_name,
                    "flush_cache": flush_cache}
         if weight_version is not None:
             payload["weight_version"] = weight_version
+        if load_format is not None:
+            payload["load_format"] = load_format
         return Call("/update_weights_from_distributed", payload)
 
     def finish_update(self, weight_version: str) -> None:

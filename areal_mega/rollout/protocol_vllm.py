@@ -97,8 +97,11 @@ class VLLMProtocol:
         return Call("/start_weight_update")
 
     def update_bucket(self, names: list[str], dtypes: list[str], shapes: list[list[int]], group_name: str,
-                      weight_version: str | None, flush_cache: bool = True) -> Call:
-        return Call("/update_weights", {"update_info": {"names": names, "dtype_names": dtypes, "shapes": shapes}})
+                      weight_version: str | None, flush_cache: bool = True, load_format: str | None = None) -> Call:
+        info = {"names": names, "dtype_names": dtypes, "shapes": shapes}
+        if load_format is not None:
+            info["load_format"] = load_format  # read by our "areal" engine (vllm_transfer.py)
+        return Call("/update_weights", {"update_info": info})
 
     def finish_update(self, weight_version: str) -> Call:
         return Call("/finish_weight_update", {"weight_version": weight_version})

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from areal_mega.platform.process_group import join_group, leave_group
+from areal_mega.rollout import flat_bucket
 
 # SGLang's SamplingParams defaults (srt/sampling/sampling_params.py, v0.5.23).
 DEFAULT_SAMPLING = dict(
@@ -306,8 +307,9 @@ class ReferenceEngine:
         leave_group(self.groups.pop(group_name))
 
     def update_from_distributed(self, names: list[str], dtypes: list[str], shapes: list[list[int]],
-                                group_name: str, weight_version: str | None) -> None:
-        """Receive one bucket (one broadcast from rank 0 per tensor, in `names` order) and load it.
+                                group_name: str, weight_version: str | None, flattened: bool = False) -> None:
+        """Receive one bucket (one broadcast from rank 0 per tensor, in `names` order, or with `flattened`
+        one of the whole bucket packed as rollout/flat_bucket.py says) and load it.
 
         Waits for the running batch to end (the model lock); every tensor is
         received before any is loaded, so an unknown name loads nothing.
@@ -316,15 +318,11 @@ class ReferenceEngine:
             raise ValueError(f"group_name: group {group_name!r} not initialised; call /init_weights_update_group first")
         if not len(names) == len(dtypes) == len(shapes):
             raise ValueError("names, dtypes and shapes must have the same length")
-        import torch.distributed as dist
-
+        torch_dtypes = [getattr(torch, d.removeprefix("torch.")) for d in dtypes]
         state = self.model.state_dict()
         with self.model_lock:
-            received = []
-            for name, dtype, shape in zip(names, dtypes, shapes):
-                t = torch.empty(shape, dtype=getattr(torch, dtype.removeprefix("torch.")))
-                dist.broadcast(t, group=self.groups[group_name], group_src=0)
-                received.append((name, t))
+            received = list(zip(names, flat_bucket.receive(self.groups[group_name], torch_dtypes, shapes,
+                                                           flattened=flattened)))
             unknown = [n for n, _ in received if n not in state]
             if unknown:
                 raise ValueError(f"names: unknown parameter(s) {unknown[:5]} for {type(self.model).__name__}")

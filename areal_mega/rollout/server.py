@@ -33,6 +33,7 @@ import time
 
 from aiohttp import web
 
+from areal_mega.rollout.flat_bucket import LOAD_FORMAT
 from areal_mega.rollout.reference_engine import ReferenceEngine, validate_sampling
 
 SGLANG_VERSION = "0.5.23"
@@ -209,12 +210,14 @@ async def destroy_weights_update_group(request: web.Request) -> web.Response:
 async def update_weights_from_distributed(request: web.Request) -> web.Response:
     b = await _json_body(request, ("names", "dtypes", "shapes"))
     engine = request.app[ENGINE]
-    if b.get("load_format") not in (None, "auto"):
-        return _error(f"load_format: {b['load_format']!r} is not supported by the reference server")
+    if b.get("load_format") not in (None, "auto", LOAD_FORMAT):
+        return _error(f"load_format: {b['load_format']!r} is not supported by the reference server "
+                      f"(none or {LOAD_FORMAT!r})")
     if b.get("abort_all_requests", False):
         engine.abort(abort_all=True)
     return await _control(engine.update_from_distributed, b["names"], b["dtypes"], b["shapes"],
-                          b.get("group_name", "weight_update_group"), b.get("weight_version"))
+                          b.get("group_name", "weight_update_group"), b.get("weight_version"),
+                          b.get("load_format") == LOAD_FORMAT)
 
 
 async def update_weight_version(request: web.Request) -> web.Response:

@@ -118,16 +118,10 @@ class ArealWeightTransferEngine(WeightTransferEngine[ArealInitInfo, ArealUpdateI
     def receive_weights(self, update_info: ArealUpdateInfo) -> None:
         if self.pg is None:
             raise RuntimeError("weight-transfer group not joined: call /init_weight_transfer_engine first")
-        dtypes = [getattr(torch, d) for d in update_info.dtype_names]
-        if update_info.load_format == flat_bucket.LOAD_FORMAT:
-            flat = flat_bucket.empty(dtypes, update_info.shapes, self.device)
-            dist.broadcast(flat, group=self.pg, group_src=0)
-            self.model.load_weights(list(zip(update_info.names, flat_bucket.unpack(flat, dtypes, update_info.shapes))))
-            return
-        for name, dtype, shape in zip(update_info.names, dtypes, update_info.shapes):
-            weight = torch.empty(shape, dtype=dtype, device=self.device)
-            dist.broadcast(weight, group=self.pg, group_src=0)
-            self.model.load_weights([(name, weight)])
+        weights = flat_bucket.receive(self.pg, [getattr(torch, d) for d in update_info.dtype_names],
+                                      update_info.shapes, self.device,
+                                      flattened=update_info.load_format == flat_bucket.LOAD_FORMAT)
+        self.model.load_weights(list(zip(update_info.names, weights)))
 
     def shutdown(self) -> None:
         if self.pg is not None:

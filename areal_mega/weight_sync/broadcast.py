@@ -55,6 +55,7 @@ import torch
 import torch.distributed as dist
 
 from areal_mega.platform.process_group import DEFAULT_TIMEOUT_S, join_group
+from areal_mega.rollout import flat_bucket
 from areal_mega.rollout.client import GenerationClient
 
 DEFAULT_BUCKET_BYTES = 512 * 2**20
@@ -170,10 +171,11 @@ def buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int
         yield bucket, True
 
 
-def _broadcast_bucket(group: WeightUpdateGroup, bucket: list) -> None:
+def _broadcast_bucket(group: WeightUpdateGroup, tensors: list[torch.Tensor], flatten: bool) -> None:
+    """One broadcast per tensor, or (flatten) one of the bucket packed into one uint8 buffer."""
     if group.device.type == "cuda":
         torch.cuda.set_device(group.device)  # a new thread starts on device 0
-    for _, t in bucket:
+    for t in [flat_bucket.pack(tensors)] if flatten else tensors:
         dist.broadcast(t, group=group.pg, group_src=0)
     if group.device.type == "cuda":
         torch.cuda.synchronize()
@@ -186,29 +188,32 @@ def stream_weights(
     weight_version: str | None = None,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
     api_key: str | None = None,
+    flatten: bool = True,
 ) -> dict:
     """Send every (hf_name, full tensor) to every server, bucket by bucket; no pause, no resume.
 
     The last bucket carries `weight_version` (None: the version stays). Tensors go in the
-    dtype given. Returns {"seconds", "bytes", "num_buckets", "num_tensors"}.
+    dtype given. `flatten`: one broadcast per bucket (SGLang's load_format "flattened_bucket", see
+    rollout/flat_bucket.py), else one per tensor. Returns {"seconds", "bytes", "num_buckets",
+    "num_tensors", "num_broadcasts"}.
     """
     client = _as_client(client_or_urls, api_key, group.timeout_s)
 
     async def run():
         try:
-            return await _stream(client, group, named_tensors, weight_version, bucket_bytes)
+            return await _stream(client, group, named_tensors, weight_version, bucket_bytes, flatten)
         finally:
             await client.close()
 
     return asyncio.run(run())
 
 
-async def _stream(client, group, named_tensors, weight_version, bucket_bytes) -> dict:
+async def _stream(client, group, named_tensors, weight_version, bucket_bytes, flatten) -> dict:
     nbytes = num_buckets = num_tensors = 0
     t0 = time.perf_counter()
     on_device = ((n, t.detach().to(group.device).contiguous()) for n, t in named_tensors)
     for bucket, last in buckets(on_device, bucket_bytes):
-        await _send(client, group, bucket, weight_version if last else None, num_buckets)
+        await _send(client, group, bucket, weight_version if last else None, num_buckets, flatten)
         num_buckets += 1
         num_tensors += len(bucket)
         nbytes += sum(t.numel() * t.element_size() for _, t in bucket)
@@ -216,7 +221,7 @@ async def _stream(client, group, named_tensors, weight_version, bucket_bytes) ->
     if num_buckets == 0:
         raise ValueError("named_tensors: nothing to send")
     return {"seconds": time.perf_counter() - t0, "bytes": nbytes, "num_buckets": num_buckets,
-            "num_tensors": num_tensors}
+            "num_tensors": num_tensors, "num_broadcasts": num_buckets if flatten else num_tensors}
 
 
 def broadcast_weights(
@@ -227,12 +232,13 @@ def broadcast_weights(
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
     pause_mode: str | None = "abort",
     api_key: str | None = None,
+    flatten: bool = True,
 ) -> dict:
     """Pause, send every (hf_name, full tensor) to every server, set their weight version, resume.
 
-    Tensors are sent in the dtype given (the dtype the server runs).
+    Tensors are sent in the dtype given (the dtype the server runs); `flatten` as in stream_weights.
     `pause_mode` None (or "none") skips the pause (when nothing can be generating).
-    Returns {"seconds", "gigabytes", "gb_per_s", "num_buckets", "num_tensors"}
+    Returns {"seconds", "gigabytes", "gb_per_s", "num_buckets", "num_tensors", "num_broadcasts"}
     (GB = 1e9 bytes, counted once, not per server).
     """
     client = _as_client(client_or_urls, api_key, group.timeout_s)
@@ -241,13 +247,13 @@ def broadcast_weights(
     async def run():
         try:
             await pause(client, pause_mode)
-            out = await _stream(client, group, named_tensors, weight_version, bucket_bytes)
+            out = await _stream(client, group, named_tensors, weight_version, bucket_bytes, flatten)
             await resume_and_check(client, weight_version)
         finally:
             await client.close()
         return {"seconds": out["seconds"], "gigabytes": out["bytes"] / 1e9,
                 "gb_per_s": out["bytes"] / 1e9 / out["seconds"], "num_buckets": out["num_buckets"],
-                "num_tensors": out["num_tensors"]}
+                "num_tensors": out["num_tensors"], "num_broadcasts": out["num_broadcasts"]}
 
     return asyncio.run(run())
 
@@ -269,14 +275,22 @@ async def resume_and_check(client: GenerationClient, weight_version: str) -> Non
 
 
 async def _send(client: GenerationClient, group: WeightUpdateGroup, bucket: list, weight_version,
-                index: int) -> None:
-    """One bucket: HTTP calls to every server and the broadcasts, concurrently, within group.timeout_s."""
+                index: int, flatten: bool) -> None:
+    """One bucket: HTTP calls to every server and the broadcasts, concurrently, within group.timeout_s.
+
+    flatten: the names go by item size, largest first (the flat layout's alignment), and the bucket
+    is packed in the broadcasting thread while the servers allocate their receive buffers.
+    """
+    if flatten:
+        bucket = [bucket[i] for i in flat_bucket.aligned_order([t for _, t in bucket])]
     names = [n for n, _ in bucket]
     dtypes = [str(t.dtype).removeprefix("torch.") for _, t in bucket]
     shapes = [list(t.shape) for _, t in bucket]
+    load_format = flat_bucket.LOAD_FORMAT if flatten else None
     calls = {url: asyncio.ensure_future(client.update_weights_from_distributed(
-        url, names, dtypes, shapes, group.group_name, weight_version=weight_version)) for url in client.urls}
-    sent = asyncio.wrap_future(_in_thread(_broadcast_bucket, group, bucket))
+        url, names, dtypes, shapes, group.group_name, weight_version=weight_version, load_format=load_format))
+        for url in client.urls}
+    sent = asyncio.wrap_future(_in_thread(_broadcast_bucket, group, [t for _, t in bucket], flatten))
     done, pending = await asyncio.wait([sent, *calls.values()], timeout=group.timeout_s,
                                        return_when=asyncio.FIRST_EXCEPTION)
     if not pending and not any(t.exception() for t in done):

@@ -22,6 +22,10 @@ class WeightSyncConfig:
     group_name: the PrefixStore / group name the servers join under; with
     PP > 1 stage s uses `{group_name}_pp{s}`.
     bucket_bytes: bytes per /update_weights_from_distributed call (slime: 512 MB).
+    flatten_buckets: one broadcast per bucket, its tensors packed into one
+    uint8 buffer (SGLang's load_format "flattened_bucket", read by SGLang
+    0.5.23, the reference server and vLLM's "areal" engine); false: one
+    broadcast per tensor (SGLang servers without that format).
     pause_mode: SGLang /pause_generation mode around an update ("abort",
     "retract", "in_place") or "none".
     timeout_s: rendezvous, broadcast and weight-update HTTP time-out (per call).
@@ -32,6 +36,7 @@ class WeightSyncConfig:
     master_port: int = 0
     group_name: str = "weight_update_group"
     bucket_bytes: int = 512 * 2**20
+    flatten_buckets: bool = True
     pause_mode: str = "abort"
     timeout_s: float = 300.0
 

@@ -221,7 +221,8 @@ class StageWeightSync:
                 try:
                     if self.layout.sender:
                         mine = stream_weights(self.group, self._client(self.urls), named_tensors,
-                                              weight_version if stage == last else None, self.cfg.bucket_bytes)
+                                              weight_version if stage == last else None, self.cfg.bucket_bytes,
+                                              flatten=self.cfg.flatten_buckets)
                     else:
                         for _ in named_tensors:  # the sender's TP peers: their part of each all-gather
                             pass

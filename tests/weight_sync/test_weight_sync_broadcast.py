@@ -70,6 +70,7 @@ def test_broadcast_makes_servers_match_perturbed_trainer(tiny_qwen2_dir):
         stats = broadcast_weights(group, client, list(trainer.named_parameters()), weight_version="1",
                                   bucket_bytes=64 * 1024)
         assert stats["num_buckets"] > 1 and stats["num_tensors"] == len(list(trainer.parameters()))
+        assert stats["num_broadcasts"] == stats["num_buckets"]  # flattened buckets: one broadcast each
         assert stats["gb_per_s"] > 0
 
         after = generate_sync(client, PROMPTS, 2, params, quiet=True)
