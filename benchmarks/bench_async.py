@@ -146,7 +146,8 @@ def main(quick: bool = False, pinned: bool = False) -> dict:
     figures["trl_generation_idle_fraction"] = 1.0 - figures["trl_trainer_idle_fraction"]
     names = [f"pinned_{name}" if pinned else name for name, _ in runs]
     for name in names:
-        figures[f"{name}_over_trl_samples_per_s"] = figures[f"{name}_samples_per_s"] / figures["trl_samples_per_s"]
-        figures[f"{name}_over_sync_samples_per_s"] = figures[f"{name}_samples_per_s"] / figures[f"{names[0]}_samples_per_s"]
+        rate = figures[f"{name}_samples_per_s"]
+        figures[f"{name}_over_trl_samples_per_s"] = rate / figures["trl_samples_per_s"]
+        figures[f"{name}_over_sync_samples_per_s"] = rate / figures[f"{names[0]}_samples_per_s"]
     print(_table(figures, [*names, "trl"]), flush=True)
     return figures

@@ -134,7 +134,8 @@ def test_malformed_request_is_a_value_error_with_the_servers_message(pool):
         run(lambda c: c.generate(PROMPTS[0], {"temperature": -2.0, "max_new_tokens": 4}), pool.urls)
 
 
-def _rl_mismatch(model_dir, run_dir, backend, urls=()):
+def _rl_rows(model_dir, run_dir, backend, urls=(), extra=()) -> list[dict]:
+    """5 quickstart RL steps (4 prompts x 4 samples) on `backend`; the metrics rows."""
     from pathlib import Path
 
     from tests.distributed import run_train
@@ -142,11 +143,15 @@ def _rl_mismatch(model_dir, run_dir, backend, urls=()):
     repo = Path(__file__).resolve().parents[2]
     overrides = [f"engine.model_path={model_dir}", f"trainer.run_dir={run_dir}", f"rollout.backend={backend}",
                  "trainer.stages=[{max_new_tokens: 16, steps: 5}]", "trainer.eval_samples=4", "trainer.export_hf=false",
-                 "data.batch_size=4", "rollout.n_samples=4", "rollout.num_servers=1"]  # the quickstart runs 2
+                 "data.batch_size=4", "rollout.n_samples=4", "rollout.num_servers=1", *extra]  # the quickstart runs 2
     if urls:
         overrides.append(f"rollout.urls=[{','.join(urls)}]")
     run_train(2, repo / "configs/quickstart/rl.yaml", overrides, timeout=900)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _rl_mismatch(model_dir, run_dir, backend, urls=()):
+    rows = _rl_rows(model_dir, run_dir, backend, urls)
     out = []
     for r in rows:  # the mismatch keys, whatever prefix the logger gives them
         found = {k.rsplit("/", 1)[-1]: v for k, v in r.items()
@@ -168,6 +173,19 @@ def test_rl_loop_on_vllm_keeps_train_rollout_mismatch_as_small_as_the_reference(
     print(f"train-rollout |logprob diff| max over 5 steps: vLLM {worst_vllm:.2e}, reference {worst_ref:.2e}")
     assert worst_vllm <= LOGPROB_TOL and worst_vllm <= max(10 * worst_ref, 1e-5)
     assert all(abs(r["rollout_ratio_mean"] - 1) < 1e-4 for r in vllm_rows)
+
+
+@pytest.mark.multirank
+def test_async_rl_loop_on_vllm_bounds_staleness(pool, model_dir, tmp_path):
+    """trainer.async_rollout at eta 2 with the decoupled objective, generating on vLLM: the trainer's weight
+    syncs abort the batches in flight, which continue on the new weights (one run: all 16 samples of step 4),
+    and no step trains on a sample more than 2 versions old."""
+    rows = [r for r in _rl_rows(model_dir, tmp_path / "async", "vllm", pool.urls[:1],
+                                ["trainer.async_rollout=true", "trainer.max_staleness=2", "algo.old_logprobs=recompute",
+                                 "algo.objective=decoupled"]) if "async/staleness_max" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r["async/staleness_max"] <= 2 and r["train/skipped"] == 0.0 for r in rows)
+    assert any(r["async/staleness_max"] > 0 for r in rows), "generation never ran ahead of training"
 
 
 def test_weight_sync_pauses_versions_and_matches_the_trainer(pool, model_dir):
