@@ -35,6 +35,7 @@ only part of the gold, or assigns the values to other variables, stays wrong.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -43,6 +44,7 @@ import sympy
 from areal_mega.reward.extract import extract_answer
 from areal_mega.reward.matrices import matrix_rows
 from areal_mega.reward.normalize import has_percent, normalize
+from areal_mega.reward.numeric import value_at
 from areal_mega.reward.parse import as_float, parse_or_none, split_top_level
 from areal_mega.reward.relations import interval_union, relation_equal, sets_equal
 
@@ -194,14 +196,21 @@ def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]
     for point in _POINTS:
         if stop_at_mismatch and values and not _close(*values[-1]):
             break
-        subs = {x: point[j % len(point)] + 0.1 * (j // len(point)) for j, x in enumerate(free)}
-        try:
-            va, vb = complex(a.evalf(15, subs=subs)), complex(b.evalf(15, subs=subs))
-        except (TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError, RecursionError):
-            continue
-        if all(math.isfinite(v.real) and math.isfinite(v.imag) for v in (va, vb)):
+        subs = tuple((x, point[j % len(point)] + 0.1 * (j // len(point))) for j, x in enumerate(free))
+        va = _value_at(a, subs)
+        vb = _value_at(b, subs) if va is not None else None
+        if vb is not None and all(math.isfinite(v.real) and math.isfinite(v.imag) for v in (va, vb)):
             values.append((va, vb))
     return values
+
+
+@functools.lru_cache(maxsize=8192)  # the gold side is evaluated at the same points for every sample of a problem
+def _value_at(expr, subs: tuple) -> complex | None:
+    """expr (sympy) evaluated at `subs` ((symbol, value) pairs) to 15 digits; None where undefined."""
+    try:
+        return complex(expr.evalf(15, subs=dict(subs)))
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
 
 
 # Looked up structurally: asking sympy's `is_infinite` runs its assumption deduction (~5 ms a polynomial).
@@ -217,6 +226,44 @@ def _close(x: complex, y: complex) -> bool:
     return abs(x - y) <= 1e-8 * max(1.0, abs(x), abs(y))
 
 
+def _far(x: complex, y: complex) -> bool:
+    """x and y differ by far more than double rounding (1e-6 relative; `_close` tests 1e-8)."""
+    return abs(x - y) > 1e-6 * max(1.0, abs(x), abs(y))
+
+
+def _double_values(a, b, points) -> list[tuple[complex, complex]] | None:
+    """(a, b) in double precision (`numeric.py`) at `points` of their free symbols, as `_probe` places them;
+    None when they have none or the walk is unsure at any point."""
+    free = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not free:
+        return None
+    values = []
+    for point in points:
+        at = {x: point[j % len(point)] + 0.1 * (j // len(point)) for j, x in enumerate(free)}
+        va, vb = value_at(a, at), value_at(b, at)
+        if va is None or vb is None:
+            return None
+        values.append((va, vb))
+    return values
+
+
+def _differ_in_double_precision(a, b) -> bool:
+    """True when a and b at the probe's first point differ by far more than rounding: what `_probe`
+    finds there with evalf, in microseconds instead of milliseconds. False when not, or unsure."""
+    values = _double_values(a, b, _POINTS[:1])
+    return values is not None and _far(*values[0])
+
+
+def _not_proportional_in_double_precision(a, b) -> bool:
+    """True when a / b at the probe's points clearly differs from point to point (b far from 0 at all of
+    them): what `_proportional` finds there with evalf. False when not, or unsure."""
+    values = _double_values(a, b, _POINTS)
+    if values is None or any(abs(vb) < 1e-6 for _, vb in values):
+        return False
+    ratios = [va / vb for va, vb in values]
+    return any(_far(r, ratios[0]) for r in ratios[1:])
+
+
 def _symbolic_equal(a, b) -> bool:
     """a == b: decided numerically at generic points when they have free symbols (fast, and a mismatch
     at any point is proof), otherwise or when undecided by sympy simplify."""
@@ -226,6 +273,8 @@ def _symbolic_equal(a, b) -> bool:
         return True
     if _unevaluated(a) or _unevaluated(b):
         return False  # a sum over a sequence (`F_{n-k-1}`) compares by its structure only
+    if _differ_in_double_precision(a, b):
+        return False  # what the probe below finds at its first point, in microseconds instead of evalf's milliseconds
     probe = _probe(a, b, stop_at_mismatch=True)
     if probe:
         if not all(_close(va, vb) for va, vb in probe):
@@ -243,6 +292,8 @@ def _symbolic_equal(a, b) -> bool:
 
 def _proportional(a, b) -> bool:
     """a = c * b for a nonzero constant c (the equations a = 0 and b = 0 are the same)."""
+    if _not_proportional_in_double_precision(a, b):
+        return False
     probe = _probe(a, b)
     if probe and len(probe) == len(_POINTS) and all(abs(vb) > 1e-12 for _, vb in probe):
         ratios = [va / vb for va, vb in probe]

@@ -394,6 +394,7 @@ def parse_or_none(s: str):
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the gold's value is asked for every sample of a problem
 def as_float(expr) -> float | None:
     """The real value of a numeric sympy expression (+-inf for infinities), else None."""
     if expr is None:
