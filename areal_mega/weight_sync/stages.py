@@ -204,7 +204,7 @@ class StageWeightSync:
 
         `named_tensors`: this rank's stage as (hf_name, full tensor), in the dtype the servers run,
         on ranks with layout.gathers (None elsewhere). Returns on the controller
-        {"seconds", "gigabytes", "gb_per_s", "num_buckets", "num_tensors"} (+ "rollout/servers_lost"
+        {"seconds", "gigabytes", "gb_per_s", "num_buckets", "num_tensors", "num_broadcasts"} (+ "rollout/servers_lost"
         when a server was dropped), {} elsewhere and when there are no servers.
         """
         if not self.urls:
@@ -237,7 +237,8 @@ class StageWeightSync:
         nbytes = sum(p["bytes"] for p in parts)
         return {"seconds": seconds, "gigabytes": nbytes / 1e9, "gb_per_s": nbytes / 1e9 / seconds,
                 "num_buckets": sum(p["num_buckets"] for p in parts),
-                "num_tensors": sum(p["num_tensors"] for p in parts), **lost}
+                "num_tensors": sum(p["num_tensors"] for p in parts),
+                "num_broadcasts": sum(p["num_broadcasts"] for p in parts), **lost}
 
     def _controller_step(self, step, what: str) -> None:
         """The controller runs `step(client)` (async) on the servers; every rank learns whether it worked."""

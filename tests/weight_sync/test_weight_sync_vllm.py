@@ -43,6 +43,7 @@ def test_megatron_tp2_sync_to_vllm_matches_the_trainer(model_dir, tmp_path):
         assert set(out["server_versions"][key]) == {version}
         assert out["server_greedy"][key] == out["engine_greedy"][key], key
         assert out["sync"][key]["num_buckets"] >= 2
+        assert out["sync"][key]["num_broadcasts"] == out["sync"][key]["num_buckets"]  # flattened buckets
     # each train step changed the greedy output, so a sync that sent nothing (or stale weights) would show
     assert out["engine_greedy"]["v1"] != out["server_greedy"]["original"]
     assert out["engine_greedy"]["v2"] != out["engine_greedy"]["v1"]
