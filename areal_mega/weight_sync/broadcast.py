@@ -13,12 +13,14 @@ One update: pause every server (SGLang's /pause_generation, mode "abort" by
 default: running requests finish as "abort" and the rollout manager sends
 them again after the update, so no sample mixes two weight versions); then
 `stream_weights`: per bucket of at most `bucket_bytes` one
-/update_weights_from_distributed call per server (names/dtypes/shapes),
-issued concurrently with the broadcasts of that bucket's tensors, in the same
-order; the next bucket starts only when every server has answered, so no
-buffer a server may still read is reused. A bucket goes out as soon as the
-next tensor would overflow it, so the sender holds at most one bucket plus
-that one tensor. The last bucket carries `weight_version`; then caches are
+/update_weights_from_distributed call per server (names/dtypes/shapes and
+load_format "flattened_bucket"), issued concurrently with one broadcast of
+the bucket's tensors packed into one byte buffer (rollout/flat_bucket.py;
+`flatten=False`: one broadcast per tensor, in the same order, SGLang's
+original protocol); the next bucket starts only when every server has
+answered, so no buffer a server may still read is reused. A bucket goes out
+as soon as the next tensor would overflow it, so the sender holds at most one
+bucket, its packed copy (none for a one-tensor bucket) and that one tensor. The last bucket carries `weight_version`; then caches are
 flushed, generation continues, and every server's version is checked. A
 failed update leaves the servers paused (they hold part of the new weights
 and must not serve them) and raises naming the servers that failed.
