@@ -22,13 +22,17 @@ checker: accuracy against the labels, false positives, false negatives
 negatives by rewrite kind. The speed ratio is also measured paired: three
 rounds of our full pass timed right before a full math-verify pass, so that
 both see the same load; the median of the three ratios. And as cost: the
-workers' CPU time per answer for each checker (load-independent).
+workers' CPU time per answer for each checker (read from /proc, so it moves
+little with the load), on these samples (identical (response, gold) pairs are
+checked once by the pool: `distinct_checks`) and on an RL-like batch: 8
+distinct responses per problem to its one gold, their answers drawn from that
+gold's cases (the gold repeats 8 times; a response repeats only where two
+problems share a gold).
 """
 from __future__ import annotations
 
 import random
 import re
-import resource
 import statistics
 import time
 from collections import Counter
@@ -190,24 +194,45 @@ def _run(checker: str, responses: list[str], golds: list[str]) -> tuple[list[boo
         return verdicts, seconds, dict(pool.stats)
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds the processes `pids` have run so far (Linux /proc/PID/schedstat, nanoseconds)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
 
 
 def _worker_cpu_us(checker: str, responses: list[str], golds: list[str]) -> float:
-    """CPU microseconds per answer spent in the workers (user + system, read when they exit): a pool
-    that checks everything minus one that only starts and warms up. Unlike answers/s it does not move
-    with the other engineers' load."""
-    used = []
-    for todo in ((responses[:4], golds[:4]), (responses, golds)):
-        before = _children_cpu_s()
-        with RewardPool(RewardConfig(num_workers=2, timeout_s=5.0, checker=checker)) as pool:
-            pool.correct(responses[:4], golds[:4])
-            if len(todo[0]) > 4:
-                pool.correct(*todo)
-        used.append(_children_cpu_s() - before)
-    return 1e6 * (used[1] - used[0]) / len(responses)
+    """CPU microseconds per answer spent in the workers over one full pass (started and warmed up first):
+    unlike answers/s it does not move much with the other engineers' load. Fresh workers, so the
+    checker's caches start empty."""
+    with RewardPool(RewardConfig(num_workers=2, timeout_s=5.0, checker=checker)) as pool:
+        pool.correct(responses[:4], golds[:4])
+        pids = pool.worker_pids()
+        before = _cpu_s(pids)
+        pool.correct(responses, golds)
+        if pool.worker_pids() != pids:
+            raise RuntimeError("a reward worker was replaced during the CPU measurement")
+        return 1e6 * (_cpu_s(pids) - before) / len(responses)
+
+
+def make_rl_batch(samples: list[tuple[str, str, bool, str]], per_gold: int = 8, seed: int = 2) -> tuple[list[str], list[str]]:
+    """(responses, golds): for each problem, `per_gold` distinct responses (a numbered attempt) to its gold,
+    the answers drawn with replacement from that problem's cases in `samples` (consecutive, same gold)."""
+    rng = random.Random(seed)
+    groups: list[list[tuple[str, str, bool, str]]] = []
+    for sample in samples:
+        if groups and groups[-1][0][1] == sample[1]:
+            groups[-1].append(sample)
+        else:
+            groups.append([sample])
+    responses, golds = [], []
+    for group in groups:
+        for k in range(per_gold):
+            responses.append(f"Attempt {k + 1}: we work through the problem.\n" + rng.choice(group)[0])
+            golds.append(group[0][1])
+    return responses, golds
 
 
 def _score(name: str, verdicts: list[bool], labels: list[bool], kinds: list[str], seconds: float) -> dict:
@@ -237,7 +262,8 @@ def main(quick: bool) -> dict:
     ours, _, stats = passes[0]
     ours_s = statistics.median(p[1] for p in passes)
     figures = {"samples": len(samples), "equivalent": sum(labels), "wrong": len(labels) - sum(labels),
-               "problems": sum(len(load_jsonl(name)) for name in DATASETS), "distinct_golds": len(set(golds)), "pool_workers": 2, "ours_timeouts": stats["timeouts"]}
+               "problems": sum(len(load_jsonl(name)) for name in DATASETS), "distinct_golds": len(set(golds)),
+               "distinct_checks": len(set(zip(responses, golds))), "pool_workers": 2, "ours_timeouts": stats["timeouts"]}
     figures.update(_score("ours", ours, labels, kinds, ours_s))
     if not math_verify_available():
         figures["math_verify"] = "not installed"
@@ -267,4 +293,11 @@ def main(quick: bool) -> dict:
     figures["math_verify_worker_cpu_us_per_answer"] = _worker_cpu_us("math_verify", responses, golds)
     figures["math_verify_cpu_per_answer_over_ours"] = (figures["math_verify_worker_cpu_us_per_answer"]
                                                       / figures["ours_worker_cpu_us_per_answer"])
+    rl_responses, rl_golds = make_rl_batch(samples)
+    figures["rl_batch_samples"] = len(rl_responses)
+    figures["rl_batch_distinct_checks"] = len(set(zip(rl_responses, rl_golds)))
+    figures["ours_rl_batch_worker_cpu_us_per_answer"] = _worker_cpu_us("builtin", rl_responses, rl_golds)
+    figures["math_verify_rl_batch_worker_cpu_us_per_answer"] = _worker_cpu_us("math_verify", rl_responses, rl_golds)
+    figures["rl_batch_math_verify_cpu_per_answer_over_ours"] = (figures["math_verify_rl_batch_worker_cpu_us_per_answer"]
+                                                               / figures["ours_rl_batch_worker_cpu_us_per_answer"])
     return figures

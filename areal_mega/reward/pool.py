@@ -227,6 +227,10 @@ class RewardPool:
                      100.0 * differ / len(tasks))
         return out
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (a killed worker's replacement has a new one)."""
+        return [w.proc.pid for w in self._workers]
+
     def disagreement_rate(self) -> float:
         """Fraction of all checks so far where builtin and math-verify differed (checker "both"; else 0)."""
         return self.stats["disagreements"] / self.stats["checks"] if self.stats["checks"] else 0.0
