@@ -72,9 +72,14 @@ def has_percent(s: str) -> bool:
     return "%" in s or _PERCENT_WORDS.search(s) is not None
 
 
+def _has_text_command(s: str) -> bool:
+    """True when `s` may hold one of `_TEXT_CMD`'s commands (`\\text...`, `\\mbox`, `\\math...`, ...)."""
+    return any(c in s for c in ("\\text", "\\mbox", "\\math", "\\boldsymbol", "\\operatorname"))
+
+
 def _strip_units(s: str) -> str:
     # A trailing \text{...} holding letters is a unit or a label ("5 \text{ cm}").
-    if "\\" in s:
+    if _has_text_command(s):
         s = re.sub(r"(?<=\S)\s*\\(?:text|textnormal|textrm|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .^{}0-9]*\}(?:\^\{?\d\}?)?\s*$", "", s)
     prev = None
     while prev != s:
@@ -91,12 +96,12 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
     s = str(s).strip().replace("\n", " ").replace("\r", " ")
     s = s.replace("\\$", "").replace("$", "")
     # Each regex pass below runs only where the text it needs is there (same result, less time).
-    s, commands = s.strip(), "\\" in s
-    if commands:
+    s = s.strip()
+    if any(d in s for d in ("\\(", "\\[", "\\)", "\\]")):
         s = _DELIMITERS.sub("", _DELIMITERS.sub("", s).strip())
     for sym in _CURRENCY:
         s = s.replace(sym, "")
-    if commands and "\\begin" not in s:  # a doubled backslash before a command is an escaping slip, not a line break
+    if "\\\\" in s and "\\begin" not in s:  # a doubled backslash before a command is an escaping slip, not a line break
         s = _DOUBLED_BACKSLASH.sub(r"\\", s)
     s = s.replace("\\displaystyle", "").replace("\\left", "").replace("\\right", "")
     if "\\big" in s or "\\Big" in s:
@@ -117,10 +122,10 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
         s = re.sub(r"(?<=\d),\\!\s*(?=\d)", ",", s)  # "11,\\! 111" is a thousands separator
     if "{" in s:
         s = re.sub(r"\{\s*,\s*\}", ",", s)
-    if "\\" in s or "~" in s:
+    if "~" in s or any(c in s for c in ("\\,", "\\;", "\\:", "\\!", "\\ ", "\\quad", "\\qquad")):
         s = _SPACING.sub("", s)
     s = _strip_units(s)
-    if "\\" in s:
+    if _has_text_command(s):
         s = _CONNECTIVE_TEXT.sub(r" \1 ", s)
         for _ in range(3):  # nested \text{\textbf{...}}
             s = _TEXT_CMD.sub(r"\1", s)
@@ -138,7 +143,7 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
         s = s[m.end() :]
     list_comma = "," in s and re.search(r",\s", s) is not None  # "12, 345" is two numbers, "12,345" one
     # Spaces go, except one that ends a command before a letter ("\\pi r" must not become "\\pir").
-    if "\\" in s:
+    if "\\" in s and " " in s:
         s = re.sub(r"(\\[a-zA-Z]+) +(?=[a-zA-Z])", "\\1\x00", s).replace(" ", "").replace("\x00", " ")
     else:
         s = s.replace(" ", "").replace("\x00", " ")
