@@ -306,10 +306,12 @@ class GenerationClient:
             raise RuntimeError(f"{call.path} failed on {len(failed)} server(s): " + "; ".join(failed))
 
     async def pause_generation(self, mode: str = "abort") -> None:
-        """Stop every server generating and ready it for a weight update ('abort': running requests end as
-        "abort" and the rollout manager sends them again; vLLM: /pause, then /start_weight_update, closing
-        first an update a failed sync left open)."""
-        await self._all(self.protocol.pause(mode))
+        """Stop every server generating and open a weight update on it ('abort': running requests end as
+        "abort" and the rollout manager sends them again; "none": no pause, when nothing can be generating,
+        the update is still opened). SGLang: /pause_generation, /begin_weight_update; vLLM: /pause,
+        /start_weight_update; either closes first an update a failed sync left open."""
+        if mode != "none":
+            await self._all(self.protocol.pause(mode))
         await self._all_closing_open_update(self.protocol.start_update())
 
     async def continue_generation(self) -> None:

@@ -4,9 +4,12 @@ Generation: POST /generate `{"input_ids", "sampling_params", "return_logprob"}`
 -> one object (n = 1) or a list of n, each `{"output_ids", "meta_info":
 {"finish_reason": {"type"}, "weight_version", "output_token_logprobs":
 [[logprob, token_id, text]]}}`. Weight updates: /pause_generation {mode},
-/init_weights_update_group, /update_weights_from_distributed per bucket (the
-last one carries weight_version, so weights and version change together),
-/flush_cache, /continue_generation; the version is read from
+/init_weights_update_group, /begin_weight_update, /update_weights_from_distributed
+per bucket (the last one carries weight_version, so weights and version change
+together), /end_weight_update, /flush_cache, /continue_generation. 0.5.23's
+scheduler refuses /update_weights_from_distributed outside a begin/end session
+(`scheduler_components/weight_updater.py`), and refuses to begin while one is
+open, which is how a sync that failed part-way shows; the version is read from
 /get_weight_version (<= 0.5.2) or /model_info (0.5.23).
 """
 from __future__ import annotations
@@ -60,8 +63,8 @@ class SGLangProtocol:
     def destroy_group(self, group_name: str) -> Call:
         return Call("/destroy_weights_update_group", {"group_name": group_name})
 
-    def start_update(self) -> None:
-        return None
+    def start_update(self) -> Call:
+        return Call("/begin_weight_update", {})
 
     def update_bucket(self, names: list[str], dtypes: list[str], shapes: list[list[int]], group_name: str,
                       weight_version: str | None, flush_cache: bool = True, load_format: str | None = None) -> Call:
@@ -73,11 +76,12 @@ class SGLangProtocol:
             payload["load_format"] = load_format
         return Call("/update_weights_from_distributed", payload)
 
-    def finish_update(self, weight_version: str) -> None:
-        return None  # the version rode on the last bucket
+    def finish_update(self, weight_version: str) -> Call:
+        return Call("/end_weight_update", {})  # the version rode on the last bucket
 
-    def close_update(self) -> None:
-        return None  # an update is one call per bucket: a failed one leaves nothing open
+    def close_update(self) -> Call:
+        """Close the session a sync failing part-way left open (SGLang then refuses /begin_weight_update)."""
+        return Call("/end_weight_update", {})
 
     def set_version(self, version: str) -> Call:
         return Call("/update_weight_version", {"new_version": version, "abort_all_requests": False})

@@ -20,7 +20,9 @@ Matched against SGLang v0.5.23 (`srt/entrypoints/http_server.py`,
   every path except `/health*` needs `Authorization: Bearer K`, else 401
   `{"error": "Unauthorized"}`.
 - Control endpoints answer `{"success", "message"}` (weight updates) or
-  SGLang's plain bodies. `/get_weight_version` (`{"weight_version"}`) is the
+  SGLang's plain bodies. `/update_weights_from_distributed` is refused (400,
+  success false) outside a `/begin_weight_update` ... `/end_weight_update`
+  session, and a second begin while one is open, as SGLang 0.5.23's scheduler does. `/get_weight_version` (`{"weight_version"}`) is the
   endpoint of SGLang 0.4.x-0.5.2; v0.5.23 reports the version in `/model_info`.
   Both are served.
 """
@@ -38,6 +40,7 @@ from areal_mega.rollout.reference_engine import ReferenceEngine, validate_sampli
 
 SGLANG_VERSION = "0.5.23"
 ENGINE = web.AppKey("engine", ReferenceEngine)
+UPDATE_OPEN = web.AppKey("update_open", list)  # [bool]: a /begin_weight_update session is open
 
 
 def _error(message: str, status: int = 400) -> web.Response:
@@ -207,9 +210,32 @@ async def destroy_weights_update_group(request: web.Request) -> web.Response:
     return await _control(request.app[ENGINE].destroy_group, b.get("group_name", "weight_update_group"))
 
 
+def _refused(message: str) -> web.Response:
+    return web.json_response({"success": False, "message": message}, status=400)
+
+
+async def begin_weight_update(request: web.Request) -> web.Response:
+    """Open the weight-update session (SGLang 0.5.23: one at a time)."""
+    await _json_body(request)
+    if request.app[UPDATE_OPEN][0]:
+        return _refused("a weight-update session is already open; call end_weight_update() first")
+    request.app[UPDATE_OPEN][0] = True
+    return web.json_response({"success": True, "message": "Success"})
+
+
+async def end_weight_update(request: web.Request) -> web.Response:
+    if not request.app[UPDATE_OPEN][0]:
+        return _refused("no weight-update session is open; call begin_weight_update() first")
+    request.app[UPDATE_OPEN][0] = False
+    return web.json_response({"success": True, "message": "Success"})
+
+
 async def update_weights_from_distributed(request: web.Request) -> web.Response:
     b = await _json_body(request, ("names", "dtypes", "shapes"))
     engine = request.app[ENGINE]
+    if not request.app[UPDATE_OPEN][0]:
+        return _refused("update_weights_from_distributed must run between begin_weight_update() and "
+                        "end_weight_update()")
     if b.get("load_format") not in (None, "auto", LOAD_FORMAT):
         return _error(f"load_format: {b['load_format']!r} is not supported by the reference server "
                       f"(none or {LOAD_FORMAT!r})")
@@ -233,6 +259,7 @@ async def update_weight_version(request: web.Request) -> web.Response:
 def build_app(model_dir: str, api_key: str | None = None, max_running: int = 256, seed: int = 0) -> web.Application:
     app = web.Application(middlewares=[_auth_middleware(api_key)], client_max_size=64 * 2**20)
     app[ENGINE] = ReferenceEngine(model_dir, max_running=max_running, seed=seed)
+    app[UPDATE_OPEN] = [False]
     app.router.add_get("/health", health)
     app.router.add_get("/health_generate", health)
     app.router.add_get("/get_model_info", model_info)
@@ -246,6 +273,8 @@ def build_app(model_dir: str, api_key: str | None = None, max_running: int = 256
     app.router.add_post("/continue_generation", continue_generation)
     app.router.add_post("/init_weights_update_group", init_weights_update_group)
     app.router.add_post("/destroy_weights_update_group", destroy_weights_update_group)
+    app.router.add_post("/begin_weight_update", begin_weight_update)
+    app.router.add_post("/end_weight_update", end_weight_update)
     app.router.add_post("/update_weights_from_distributed", update_weights_from_distributed)
     app.router.add_post("/update_weight_version", update_weight_version)
     return app

@@ -261,9 +261,8 @@ def broadcast_weights(
 
 
 async def pause(client: GenerationClient, pause_mode: str | None) -> None:
-    """/pause_generation on every server (skipped for None or "none")."""
-    if pause_mode not in (None, "none"):
-        await client.pause_generation(pause_mode)
+    """Pause every server (not for None or "none") and open its weight update (always)."""
+    await client.pause_generation(pause_mode or "none")
 
 
 async def resume_and_check(client: GenerationClient, weight_version: str) -> None:

@@ -112,6 +112,13 @@ def test_control_endpoints_answer(server):
     assert requests.post(server + "/flush_cache", headers=AUTH, timeout=10).status_code == 200
     assert requests.post(server + "/abort_request", json={"rid": "nope"}, headers=AUTH, timeout=10).status_code == 200
     assert requests.get(server + "/get_weight_version", headers=AUTH, timeout=10).json() == {"weight_version": "default"}
-    r = requests.post(server + "/update_weights_from_distributed", json={"names": ["x"], "dtypes": ["float32"],
-                                                                        "shapes": [[1]]}, headers=AUTH, timeout=10)
+    bucket = {"names": ["x"], "dtypes": ["float32"], "shapes": [[1]]}
+    r = requests.post(server + "/update_weights_from_distributed", json=bucket, headers=AUTH, timeout=10)
+    assert r.status_code == 400 and not r.json()["success"] and "begin_weight_update" in r.json()["message"]
+    assert requests.post(server + "/end_weight_update", json={}, headers=AUTH, timeout=10).status_code == 400
+    assert requests.post(server + "/begin_weight_update", json={}, headers=AUTH, timeout=10).json()["success"]
+    r = requests.post(server + "/begin_weight_update", json={}, headers=AUTH, timeout=10)
+    assert r.status_code == 400 and "already open" in r.json()["message"]
+    r = requests.post(server + "/update_weights_from_distributed", json=bucket, headers=AUTH, timeout=10)
     assert r.status_code == 400 and not r.json()["success"] and "init_weights_update_group" in r.json()["message"]
+    assert requests.post(server + "/end_weight_update", json={}, headers=AUTH, timeout=10).json()["success"]

@@ -51,8 +51,13 @@ def test_one_group_per_stage_name(tiny_qwen2_dir):
         leave_group(groups["weight_update_group_pp0"].pg)
         groups["weight_update_group_pp0"] = init_weight_update_group(pool.urls, "127.0.0.1", free_port(),
                                                                      "weight_update_group_pp0")
+        _call(pool.urls, "pause_generation", "none")  # opens the update the two stages then fill
         stream_weights(groups["weight_update_group_pp0"], pool.urls, stages["weight_update_group_pp0"], None, 4096)
         assert _call(pool.urls, "get_weight_versions") == ["default"]  # stage 0 alone does not move the version
+        # the sync fails here, leaving the server's update session open (SGLang then refuses to begin
+        # another): the next sync's pause closes it and opens its own
+        _call(pool.urls, "pause_generation", "none")
+        stream_weights(groups["weight_update_group_pp0"], pool.urls, stages["weight_update_group_pp0"], None, 4096)
         stream_weights(groups["weight_update_group_pp1"], pool.urls, stages["weight_update_group_pp1"], "5", 4096)
         assert _call(pool.urls, "get_weight_versions") == ["5"]
         out = generate_sync(GenerationClient(pool.urls), PROMPTS, 1, {"temperature": 0.0, "max_new_tokens": 10,
