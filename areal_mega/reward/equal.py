@@ -226,6 +226,20 @@ def _close(x: complex, y: complex) -> bool:
     return abs(x - y) <= 1e-8 * max(1.0, abs(x), abs(y))
 
 
+def _numbers_differ_in_double_precision(a, b, percent: bool) -> bool:
+    """True when a and b (sympy) are real numbers (no symbols, no i) whose double-precision values differ
+    by ten times `_numbers_equal`'s widest tolerance (REL_TOL; also x/100 and x*100 when `percent`), as
+    `as_float` + `_numbers_equal` would find with sympy's N. False when not, or unsure."""
+    if a is None or b is None or a.free_symbols or b.free_symbols or a.has(sympy.I) or b.has(sympy.I):
+        return False
+    va, vb = value_at(a, {}), value_at(b, {})
+    if va is None or vb is None or va.imag or vb.imag:
+        return False
+    x, y = va.real, vb.real
+    candidates = (y, y / 100.0, y * 100.0) if percent else (y,)
+    return all(abs(x - c) > 10 * REL_TOL * max(abs(x), abs(c)) + 1e-9 for c in candidates)
+
+
 def _far(x: complex, y: complex) -> bool:
     """x and y differ by far more than double rounding (1e-6 relative; `_close` tests 1e-8)."""
     return abs(x - y) > 1e-6 * max(1.0, abs(x), abs(y))
@@ -389,6 +403,8 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     pa, ga = parse_or_none(p), parse_or_none(g)
     if pa is not None and ga is not None and pa.is_Integer and ga.is_Integer and not percent:
         return pa == ga  # 12346 is not 12345, whatever the tolerance
+    if _numbers_differ_in_double_precision(pa, ga, percent):
+        return False  # what as_float + _numbers_equal below find, without sympy's N
     pv, gv = as_float(pa), as_float(ga)
     if pv is not None and gv is not None:
         return _numbers_equal(pv, gv, percent, p, g)

@@ -67,3 +67,18 @@ def test_wrong_symbolic_answers_are_decided_without_evalf(monkeypatch):
     assert equal.equal_unguarded("-\\cot x", "\\cot x") is False
     with pytest.raises(AssertionError, match="evalf probe"):  # an equal answer is still proved by evalf
         equal.equal_unguarded("x^2 + 2x", "x(x+2)")
+
+
+def test_wrong_numbers_are_decided_without_sympy_n(monkeypatch):
+    import areal_mega.reward.equal as equal
+    import areal_mega.reward.parse as parse
+
+    def no_n(*args, **kwargs):
+        raise AssertionError("sympy.N called")
+
+    monkeypatch.setattr(parse.sympy, "N", no_n)
+    assert equal.equal_unguarded("47\\sqrt{131}", "46\\sqrt{131}") is False
+    assert equal.equal_unguarded("289\\pi", "\\frac{577}{2}") is False
+    assert equal.equal_unguarded("3\\sqrt{7}\\%", "0.0812") is False  # 3 sqrt 7 = 7.937...: 0.0812 is 2% off 7.937/100
+    with pytest.raises(AssertionError, match="sympy.N"):  # close values still go through sympy's N
+        equal.equal_unguarded("\\sqrt{8}\\pi", "8.8858")
