@@ -196,12 +196,17 @@ def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]
     for point in _POINTS:
         if stop_at_mismatch and values and not _close(*values[-1]):
             break
-        subs = tuple((x, point[j % len(point)] + 0.1 * (j // len(point))) for j, x in enumerate(free))
+        subs = _placed(free, point)
         va = _value_at(a, subs)
         vb = _value_at(b, subs) if va is not None else None
         if vb is not None and all(math.isfinite(v.real) and math.isfinite(v.imag) for v in (va, vb)):
             values.append((va, vb))
     return values
+
+
+def _placed(free: list, point: tuple) -> tuple:
+    """((symbol, value), ...): symbol j of `free` at point[j % len(point)], shifted by 0.1 per wrap-around."""
+    return tuple((x, point[j % len(point)] + 0.1 * (j // len(point))) for j, x in enumerate(free))
 
 
 @functools.lru_cache(maxsize=8192)  # the gold side is evaluated at the same points for every sample of a problem
@@ -253,7 +258,7 @@ def _double_values(a, b, points) -> list[tuple[complex, complex]] | None:
         return None
     values = []
     for point in points:
-        at = {x: point[j % len(point)] + 0.1 * (j // len(point)) for j, x in enumerate(free)}
+        at = dict(_placed(free, point))
         va, vb = value_at(a, at), value_at(b, at)
         if va is None or vb is None:
             return None
