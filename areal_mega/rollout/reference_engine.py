@@ -114,6 +114,7 @@ class ReferenceEngine:
         params = inspect.signature(self.model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.weight_version = "default"  # SGLang's ServerArgs.weight_version default
+        self.update_open = False  # a /begin_weight_update ... /end_weight_update session is open (server.py)
         self.model_lock = threading.Lock()
         self.waiting: queue.Queue[list[Sample]] = queue.Queue()  # one item per request: its samples
         self.carried: list[Sample] = []  # taken from `waiting` beyond max_running: the next batch's first

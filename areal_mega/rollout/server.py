@@ -22,9 +22,10 @@ Matched against SGLang v0.5.23 (`srt/entrypoints/http_server.py`,
 - Control endpoints answer `{"success", "message"}` (weight updates) or
   SGLang's plain bodies. `/update_weights_from_distributed` is refused (400,
   success false) outside a `/begin_weight_update` ... `/end_weight_update`
-  session, and a second begin while one is open, as SGLang 0.5.23's scheduler does. `/get_weight_version` (`{"weight_version"}`) is the
-  endpoint of SGLang 0.4.x-0.5.2; v0.5.23 reports the version in `/model_info`.
-  Both are served.
+  session, as is a second begin while one is open, as SGLang 0.5.23's
+  scheduler does. `/get_weight_version` (`{"weight_version"}`) is the endpoint
+  of SGLang 0.4.x-0.5.2; v0.5.23 reports the version in `/model_info`. Both
+  are served.
 """
 from __future__ import annotations
 
@@ -40,7 +41,6 @@ from areal_mega.rollout.reference_engine import ReferenceEngine, validate_sampli
 
 SGLANG_VERSION = "0.5.23"
 ENGINE = web.AppKey("engine", ReferenceEngine)
-UPDATE_OPEN = web.AppKey("update_open", list)  # [bool]: a /begin_weight_update session is open
 
 
 def _error(message: str, status: int = 400) -> web.Response:
@@ -217,23 +217,25 @@ def _refused(message: str) -> web.Response:
 async def begin_weight_update(request: web.Request) -> web.Response:
     """Open the weight-update session (SGLang 0.5.23: one at a time)."""
     await _json_body(request)
-    if request.app[UPDATE_OPEN][0]:
+    engine = request.app[ENGINE]
+    if engine.update_open:
         return _refused("a weight-update session is already open; call end_weight_update() first")
-    request.app[UPDATE_OPEN][0] = True
+    engine.update_open = True
     return web.json_response({"success": True, "message": "Success"})
 
 
 async def end_weight_update(request: web.Request) -> web.Response:
-    if not request.app[UPDATE_OPEN][0]:
+    engine = request.app[ENGINE]
+    if not engine.update_open:
         return _refused("no weight-update session is open; call begin_weight_update() first")
-    request.app[UPDATE_OPEN][0] = False
+    engine.update_open = False
     return web.json_response({"success": True, "message": "Success"})
 
 
 async def update_weights_from_distributed(request: web.Request) -> web.Response:
     b = await _json_body(request, ("names", "dtypes", "shapes"))
     engine = request.app[ENGINE]
-    if not request.app[UPDATE_OPEN][0]:
+    if not engine.update_open:
         return _refused("update_weights_from_distributed must run between begin_weight_update() and "
                         "end_weight_update()")
     if b.get("load_format") not in (None, "auto", LOAD_FORMAT):
@@ -259,7 +261,6 @@ async def update_weight_version(request: web.Request) -> web.Response:
 def build_app(model_dir: str, api_key: str | None = None, max_running: int = 256, seed: int = 0) -> web.Application:
     app = web.Application(middlewares=[_auth_middleware(api_key)], client_max_size=64 * 2**20)
     app[ENGINE] = ReferenceEngine(model_dir, max_running=max_running, seed=seed)
-    app[UPDATE_OPEN] = [False]
     app.router.add_get("/health", health)
     app.router.add_get("/health_generate", health)
     app.router.add_get("/get_model_info", model_info)
