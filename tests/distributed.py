@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from areal_mega.platform.device import free_port
@@ -27,6 +28,19 @@ def run_group(cmd: list[str], env: dict, timeout: float) -> subprocess.Completed
             out, err = proc.communicate()
             raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def exits_within(pid: int, timeout_s: float) -> bool:
+    """Whether process `pid` is gone (or a zombie: exited, not yet reaped) within `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def torchrun(module: str, nproc: int, args: list[str], out_dir: Path, timeout: float = 600) -> list[dict]:

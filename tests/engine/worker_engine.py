@@ -6,6 +6,7 @@ step, from the sync rank of each stage; Adam eps 1e-3 so near-zero gradients do 
 rounding noise into full-size updates) and the exported HF dir.
 """
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -39,6 +40,26 @@ def reference_logprobs(model_dir: str, batch: SeqBatch, temperature: float) -> l
             lp = torch.log_softmax(logits, -1)[p - 1 : -1].gather(1, torch.tensor(ids[p:])[:, None])[:, 0]
             out.append(lp.float())
     return out
+
+
+@contextlib.contextmanager
+def counting_recompute():
+    """Count calls of megatron's tensor_parallel.checkpoint (what its recompute goes through) inside the
+    block; yields the one-element counter."""
+    from megatron.core import tensor_parallel
+
+    calls = [0]
+    checkpoint = tensor_parallel.checkpoint
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return checkpoint(*a, **k)
+
+    tensor_parallel.checkpoint = counted
+    try:
+        yield calls
+    finally:
+        tensor_parallel.checkpoint = checkpoint
 
 
 def loss_fn(logprobs, entropy, fields, mb, global_num_tokens, global_num_seqs):

@@ -10,12 +10,11 @@ import json
 from pathlib import Path
 
 import torch.distributed as dist
-from megatron.core import tensor_parallel
 
 from areal_mega.engine.config import EngineConfig, OptimizerConfig, ParallelConfig, RecomputeConfig
 from areal_mega.engine.engine import Engine
 from areal_mega.platform import init_distributed
-from tests.engine.worker_engine import loss_fn, make_batch
+from tests.engine.worker_engine import counting_recompute, loss_fn, make_batch
 
 
 def main():
@@ -28,14 +27,6 @@ def main():
     ap.add_argument("--recompute-num-layers", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    calls = [0]
-    checkpoint = tensor_parallel.checkpoint
-
-    def counted(*a, **k):  # megatron's recompute goes through tensor_parallel.checkpoint
-        calls[0] += 1
-        return checkpoint(*a, **k)
-
-    tensor_parallel.checkpoint = counted
     init_distributed()
     cfg = EngineConfig(
         model_path=args.model,
@@ -45,9 +36,10 @@ def main():
         max_tokens_per_micro_batch=64,
         dtype="fp32",
     )
-    engine = Engine(cfg)
-    batch = make_batch(engine.dims.vocab_size)
-    stats = engine.train_step(batch if dist.get_rank() == 0 else None, loss_fn)
+    with counting_recompute() as calls:
+        engine = Engine(cfg)
+        batch = make_batch(engine.dims.vocab_size)
+        stats = engine.train_step(batch if dist.get_rank() == 0 else None, loss_fn)
     weights = {name: t.flatten().tolist() for name, t in engine.hf_weights()}
     result = {"loss": stats["loss"], "grad_norm": stats["grad_norm"], "checkpoint_calls": calls[0],
               "weights_after_step": weights if engine.topo.is_sync_rank else {}}

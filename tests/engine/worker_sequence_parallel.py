@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from megatron.core import tensor_parallel
 
 from areal_mega.engine import forward
 from areal_mega.engine.config import EngineConfig, OptimizerConfig, ParallelConfig, RecomputeConfig
 from areal_mega.engine.engine import Engine
 from areal_mega.engine.packing import pack
 from areal_mega.platform import init_distributed
-from tests.engine.worker_engine import loss_fn, make_batch
+from tests.engine.worker_engine import counting_recompute, loss_fn, make_batch
 
 
 def _norms(engine: Engine) -> dict[str, torch.nn.Parameter]:
@@ -90,25 +89,18 @@ def run_variant(args, sequence_parallel: bool, drop_attr: bool, recompute: str) 
         return full
 
     forward.gather_sequence = recorded
-    calls = [0]
-    checkpoint = tensor_parallel.checkpoint
-
-    def counted(*a, **k):  # megatron's recompute goes through tensor_parallel.checkpoint
-        calls[0] += 1
-        return checkpoint(*a, **k)
-
-    tensor_parallel.checkpoint = counted
-    engine = Engine(cfg)
-    if drop_attr:
-        for p in _norms(engine).values():
-            p.sequence_parallel = False
-    batch = make_batch(engine.dims.vocab_size)
-    root = dist.get_rank() == 0
-    out = engine.forward(batch if root else None)
-    saved = SavedActivations(engine, args.tp if sequence_parallel else 1)
-    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-        stats = engine.train_step(batch if root else None, loss_fn)
-    forward.gather_sequence, tensor_parallel.checkpoint = gather, checkpoint
+    with counting_recompute() as calls:
+        engine = Engine(cfg)
+        if drop_attr:
+            for p in _norms(engine).values():
+                p.sequence_parallel = False
+        batch = make_batch(engine.dims.vocab_size)
+        root = dist.get_rank() == 0
+        out = engine.forward(batch if root else None)
+        saved = SavedActivations(engine, args.tp if sequence_parallel else 1)
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+            stats = engine.train_step(batch if root else None, loss_fn)
+    forward.gather_sequence = gather
     norms = _norms(engine)
     weights = {name: t.flatten().tolist() for name, t in engine.hf_weights()}
     return {

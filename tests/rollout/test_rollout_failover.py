@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,6 +12,7 @@ from areal_mega.platform.device import free_port
 from areal_mega.rollout.client import AllServersDownError, GenerationClient
 from areal_mega.rollout.launcher import ServerStartError, launch_servers
 from areal_mega.rollout.manager import RolloutBatch, generate, generate_sync
+from tests.distributed import exits_within
 
 
 class CountingClient(GenerationClient):
@@ -111,19 +111,8 @@ def test_servers_die_with_a_killed_launcher(tiny_qwen2_dir, tmp_path):
         os.kill(server_pid, 0)  # running
         launcher.kill()
         launcher.wait()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(server_pid, 0)
-            except ProcessLookupError:
-                return
-            try:
-                if open(f"/proc/{server_pid}/stat").read().split()[2] == "Z":  # exited, not yet reaped
-                    return
-            except FileNotFoundError:
-                return
-            time.sleep(0.2)
-        os.kill(server_pid, signal.SIGKILL)
-        raise AssertionError(f"server {server_pid} outlived its killed launcher by 30 s")
+        if not exits_within(server_pid, 30):
+            os.kill(server_pid, signal.SIGKILL)
+            raise AssertionError(f"server {server_pid} outlived its killed launcher by 30 s")
     finally:
         launcher.kill()
