@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU quickstart (main job): install, build a tiny Qwen2 + character tokenizer, SFT warm start from a
-# noisy teacher, then critic-free PPO with a reference generation server and a 2-rank megatron-core trainer.
+# noisy teacher, then critic-free PPO with two reference generation servers and a 2-rank megatron-core trainer.
 # Writes outputs/quickstart/summary.json (accuracy_before/after = held-out Pass@1 over 4 samples at T = 1,
 # greedy_before/after, metric, steps, wall_seconds) and curves.png. SEED=N varies the model's initialisation
 # and the trainer's seeds (default 0).
