@@ -235,14 +235,31 @@ def _numbers_differ_in_double_precision(a, b, percent: bool) -> bool:
     """True when a and b (sympy) are real numbers (no symbols, no i) whose double-precision values differ
     by ten times `_numbers_equal`'s widest tolerance (REL_TOL; also x/100 and x*100 when `percent`), as
     `as_float` + `_numbers_equal` would find with sympy's N. False when not, or unsure."""
-    if a is None or b is None or a.free_symbols or b.free_symbols or a.has(sympy.I) or b.has(sympy.I):
+    if a is None or b is None:
         return False
-    va, vb = value_at(a, {}), value_at(b, {})
-    if va is None or vb is None or va.imag or vb.imag:
-        return False
-    x, y = va.real, vb.real
+    pair = _rationals_as_floats(a, b)
+    if pair is not None:
+        x, y = pair
+    else:
+        if a.free_symbols or b.free_symbols or a.has(sympy.I) or b.has(sympy.I):
+            return False
+        va, vb = value_at(a, {}), value_at(b, {})
+        if va is None or vb is None or va.imag or vb.imag:
+            return False
+        x, y = va.real, vb.real
     candidates = (y, y / 100.0, y * 100.0) if percent else (y,)
     return all(abs(x - c) > 10 * REL_TOL * max(abs(x), abs(c)) + 1e-9 for c in candidates)
+
+
+def _rationals_as_floats(a, b) -> tuple[float, float] | None:
+    """(a, b) in double precision when both are sympy Rationals (what `value_at` gives, without its walk);
+    None otherwise or when one overflows a double (there `value_at` is None too)."""
+    if not (a.is_Rational and b.is_Rational):
+        return None
+    try:
+        return a.p / a.q, b.p / b.q
+    except OverflowError:
+        return None
 
 
 def _far(x: complex, y: complex) -> bool:
@@ -428,6 +445,12 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
     return pa is not None and pa == ga
 
 
+def clear_caches() -> None:
+    """Empty every memo of the checker (verdicts, normal forms, parses, values), as in a fresh worker."""
+    for cached in (equal_unguarded, normalize, parse_or_none, as_float, _value_at):
+        cached.cache_clear()
+
+
 def _assignments_as_tuples(s: str) -> str | None:
     """`p=5,q=2` as the tuple `(5,2)` (values in the order written), `p=5,q=2;p=7,q=2` as `(5,2),(7,2)`;
     None unless every item assigns a value to a variable, each variable once per group, two or more."""
@@ -470,6 +493,9 @@ def _exact_part(s: str | None) -> str | None:
     return parts[-1] if not first or _VAR.match(first) else parts[0]
 
 
+# Pure, so memoised: the responses of an RL group often end in the same answer (the pool runs identical
+# (response, gold) pairs once, but two responses that differ in their reasoning still check the same pair).
+@functools.lru_cache(maxsize=8192)
 def equal_unguarded(pred: str | None, gold: str) -> bool:
     """True when answer `pred` is equivalent to `gold` (no time limit: call inside a worker)."""
     if pred is None or gold is None:

@@ -43,6 +43,7 @@ _ANSWER_LINE = re.compile(
     r"|(?:^|\n)[ \t#>*_]*final answer[ \t*_]*(?=\n)",
     re.IGNORECASE,
 )
+_ANSWER_KEYWORD = re.compile(r"answer|####", re.IGNORECASE)
 _HOPE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 _CONNECTIVE = re.compile(
     r"(?:\s|\$|,|;|&|\\\\|\\quad|\\qquad|\\[,;:! ]|\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b"
@@ -95,9 +96,9 @@ def _labelled_gap(gap: str) -> bool:
 
 def _boxed(text: str) -> str | None:
     """The last box, joined with the boxes before it that only connectives separate from it."""
-    starts = list(_BOX.finditer(text))
-    if not starts:
+    if "\\boxed" not in text and "\\fbox" not in text:
         return None
+    starts = list(_BOX.finditer(text))
     parts, labels, stop = [], [], len(text)
     for k in range(len(starts) - 1, max(-1, len(starts) - 1 - MAX_JOINED_BOXES), -1):
         got = _box_at(text, starts[k], stop)
@@ -182,6 +183,21 @@ def _sentence_number(line: str) -> str | None:
     return numbers[0].group() if len(numbers) == 1 and not re.search(r"[=+*/^\\<>]", line) else None
 
 
+def _answer_scan_start(text: str) -> int:
+    """Where `_ANSWER_LINE` can first match (len(text) when nowhere), so that its scan skips the reasoning
+    before it and finds the same matches: every match holds "answer" or "####" and starts at most at
+    "final " before it, or at the `[ \\t#>*_]` run (and newline) that leads up to it."""
+    first = _ANSWER_KEYWORD.search(text)
+    if first is None:
+        return len(text)
+    starts = []
+    for j in (first.start(), max(0, first.start() - len("final "))):
+        while j > 0 and text[j - 1] in " \t#>*_":
+            j -= 1
+        starts.append(j - 1 if j > 0 and text[j - 1] == "\n" else j)
+    return min(starts)
+
+
 def _minerva(text: str) -> str | None:
     i = text.rfind(_MINERVA)
     if i < 0:
@@ -194,7 +210,7 @@ def _minerva(text: str) -> str | None:
 
 def _answer_line(text: str) -> str | None:
     last = None
-    for last in _ANSWER_LINE.finditer(text):
+    for last in _ANSWER_LINE.finditer(text, _answer_scan_start(text)):
         pass
     return _from_line(text[last.end() :]) if last is not None else None
 

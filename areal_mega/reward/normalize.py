@@ -69,7 +69,7 @@ _DELIMITERS = re.compile(r"^(?:\\\(|\\\[)|(?:\\\)|\\\])$")
 
 def has_percent(s: str) -> bool:
     """True when the answer was written as a percentage (`%` or `\\%`, or the word)."""
-    return "%" in s or _PERCENT_WORDS.search(s) is not None
+    return "%" in s or (("p" in s or "P" in s) and _PERCENT_WORDS.search(s) is not None)
 
 
 def _has_text_command(s: str) -> bool:
@@ -83,8 +83,40 @@ def _strip_units(s: str) -> str:
         s = re.sub(r"(?<=\S)\s*\\(?:text|textnormal|textrm|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .^{}0-9]*\}(?:\^\{?\d\}?)?\s*$", "", s)
     prev = None
     while prev != s:
-        prev, s = s, _TRAILING_UNIT.sub("", s).rstrip()
+        prev, s = s, (_TRAILING_UNIT.sub("", s) if _may_end_in_unit(s) else s).rstrip()
     return s
+
+
+def _may_end_in_unit(s: str) -> bool:
+    """False when `_TRAILING_UNIT` cannot match `s`: a match ends in a unit or ordinal (lowercase letters)
+    and at most `^{2}.` and a newline after it, so one of the last 7 characters is a lowercase letter."""
+    return any("a" <= c <= "z" for c in s[-7:])
+
+
+# A plain number (`-12`, `0.50`, `.5`), an integer ratio (`3/4`) or an integer fraction (`-\\dfrac{14}{3}`):
+# the common answer, whose canonical form `_plain_form` writes without the passes below.
+_PLAIN_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.([0-9]+))?|\.([0-9]+))")
+_PLAIN_RATIO = re.compile(r"-?[0-9]+/[0-9]+")
+_PLAIN_FRAC = re.compile(r"-?\\[dtc]?frac\{[0-9]+\}\{[0-9]+\}")
+
+
+def _plain_form(s: str) -> str | None:
+    """normalize(s) when the stripped `s` is a plain number, integer ratio or integer fraction (the same
+    string the full passes give: `.5` -> `0.5`, `5.00` -> `5`, `3/4` -> `\\frac{3}{4}`, `\\dfrac` -> `\\frac`);
+    None for anything else. `tests/reward/test_fast_paths.py` checks it against the full passes."""
+    t = s.strip()
+    m = _PLAIN_NUMBER.fullmatch(t)
+    if m:
+        if t.startswith((".", "-.")):
+            t = t.replace(".", "0.", 1)
+        fraction = m.group(1) or m.group(2)
+        return t[: t.index(".")] if fraction is not None and fraction.strip("0") == "" else t
+    if _PLAIN_RATIO.fullmatch(t):
+        num, den = t.split("/")
+        return f"\\frac{{{num}}}{{{den}}}"
+    if _PLAIN_FRAC.fullmatch(t):
+        return t.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    return None
 
 
 @functools.lru_cache(maxsize=4096)  # pure; golds repeat for every sample of a problem
@@ -93,6 +125,12 @@ def normalize(s: str, strip_lhs: bool = True) -> str:
 
     strip_lhs: drop a leading `x =` (False keeps equations whole).
     """
+    plain = _plain_form(str(s))
+    return plain if plain is not None else normalize_full(s, strip_lhs)
+
+
+def normalize_full(s: str, strip_lhs: bool = True) -> str:
+    """normalize(s) by every pass, without the plain-number fast path (its reference in the tests)."""
     s = str(s).strip().replace("\n", " ").replace("\r", " ")
     s = s.replace("\\$", "").replace("$", "")
     # Each regex pass below runs only where the text it needs is there (same result, less time).

@@ -346,13 +346,33 @@ def _subscript_mentions(symbol, index: str) -> bool:
 
 
 _PLAIN_NUMBER = re.compile(r"(-?)(\d+\.?\d*|\.\d+)")
+_PLAIN_FRACTION = re.compile(r"(-?)\\frac\{(-?[0-9]+)\}\{([0-9]+)\}")
+
+
+def _plain_value(s: str):
+    """The node the parser builds for a plain number or an integer fraction (`-\\frac{14}{3}`, the common
+    answers), without tokens; None for anything else. `tests/reward/test_fast_paths.py` checks it
+    against the parser."""
+    m = _PLAIN_NUMBER.fullmatch(s)
+    if m:
+        return -_number(m[2]) if m[1] else _number(m[2])
+    m = _PLAIN_FRACTION.fullmatch(s)
+    if m:
+        if int(m[3]) == 0:
+            raise ParseError("division by zero")
+        value = sympy.Rational(int(m[2]), int(m[3]))
+        return -value if m[1] else value
+    return None
 
 
 def parse_expr_safe(s: str):
     """Sympy expression for `s` (a normalised answer); ParseError when it is outside the grammar."""
-    m = _PLAIN_NUMBER.fullmatch(s)
-    if m:  # a plain number, the common answer: the node the parser builds, without tokens
-        return -_number(m[2]) if m[1] else _number(m[2])
+    plain = _plain_value(s)
+    return plain if plain is not None else parse_tokens(s)
+
+
+def parse_tokens(s: str):
+    """parse_expr_safe(s) by the tokenizer and parser alone, without the plain-number fast path."""
     tokens = tokenize(s)
     if not tokens:
         raise ParseError("empty expression")

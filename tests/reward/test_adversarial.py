@@ -119,9 +119,10 @@ def test_no_string_is_ever_evaluated(monkeypatch):
     from answer_forms import FORM_CASES
     from equivalence_cases import ALL_CASES
 
-    from areal_mega.reward.equal import equal_unguarded
+    from areal_mega.reward.equal import clear_caches, equal_unguarded
 
     equal_unguarded("\\sin(x)+1", "1+\\sin(x)")  # finish sympy's lazy imports (importlib execs code objects)
+    clear_caches()  # every case below is checked afresh, not answered from a memo filled by an earlier test
     real_eval, real_exec = builtins.eval, builtins.exec
 
     # sympy compiles code strings of its own (polys monomials); only our inputs must never reach eval/exec.

@@ -1,0 +1,185 @@
+"""The checker's fast paths give exactly what its full passes give.
+
+Each fast path skips work whose outcome it can tell in advance: a plain number's normal form and
+sympy node (`normalize._plain_form`, `parse._plain_value`), two Rationals' doubles
+(`equal._rationals_as_floats`), the unit pass on strings that cannot end in a unit
+(`normalize._may_end_in_unit`), the reasoning before the first "answer" (`extract._answer_scan_start`)
+and a verdict already found (`equal_unguarded`'s memo). The `full_path` fixture turns them all off;
+the tests compare outputs and verdicts with and without them, on the project's cases, randomised
+numbers and, where `../shared/data` exists, the reward benchmark's samples.
+"""
+import random
+
+import pytest
+import sympy
+from answer_forms import FORM_CASES  # noqa: E402 (tests/reward is on sys.path under pytest)
+from equivalence_cases import ALL_CASES
+
+from areal_mega.reward import equal, extract, normalize, parse
+from areal_mega.reward.numeric import value_at
+
+
+@pytest.fixture
+def full_path(monkeypatch):
+    """Every fast path off (and every memo empty before and after); yields the check without its memo."""
+    equal.clear_caches()
+    monkeypatch.setattr(normalize, "_plain_form", lambda s: None)
+    monkeypatch.setattr(parse, "_plain_value", lambda s: None)
+    monkeypatch.setattr(normalize, "_may_end_in_unit", lambda s: True)
+    monkeypatch.setattr(equal, "_rationals_as_floats", lambda a, b: None)
+    monkeypatch.setattr(extract, "_answer_scan_start", lambda text: 0)
+    yield equal.equal_unguarded.__wrapped__
+    equal.clear_caches()
+
+
+def _plain_spellings(rng: random.Random, n: int) -> list[str]:
+    """Random numbers in the spellings models write, and near misses that are not plain numbers."""
+    out = []
+    for _ in range(n):
+        a, b = rng.randint(0, 2000), rng.randint(0, 40)
+        sign = rng.choice(["", "-", "+", "- "])
+        out += [
+            f"{sign}{a}", f"{sign}{a}.{b}", f"{sign}{a}.{b:03d}", f"{sign}.{b}", f"{sign}{a}.", f"{sign}0{a}",
+            f"{sign}{a}.000", f"{sign}\\frac{{{a}}}{{{b}}}", f"{sign}\\dfrac{{{a}}}{{{b}}}", f"{sign}\\tfrac{a % 10}{b % 10}",
+            f"{sign}{a}/{b}", f"{sign}\\frac{{-{a}}}{{{b}}}", f" {sign}{a} ", f"{a:,}", f"{a}, {b}", f"{a}{{,}}{b:03d}",
+            f"{sign}{a % 10}\\frac{{{b % 7}}}{{7}}", f"{a}e{b % 5}", f"{a}\\%", f"{a}\\text{{ cm}}", f"{a}th", f"{a}.{b}\n",
+        ]
+    return out
+
+
+def _corpus_strings() -> list[str]:
+    strings = [x for p, g, _ in ALL_CASES + FORM_CASES for x in (p, g) if isinstance(x, str)]
+    return strings + _plain_spellings(random.Random(0), 300) + ["-0", "+0", "0.0", "-.0", "00.50", "\u0663", "1\u06602"]
+
+
+def _pairs() -> list[tuple[str, str]]:
+    """(pred, gold) pairs: the project's cases both ways and random numbers against each other's spellings."""
+    pairs = [(p, g) for p, g, _ in ALL_CASES + FORM_CASES] + [(g, p) for p, g, _ in ALL_CASES + FORM_CASES]
+    rng = random.Random(1)
+    numbers = _plain_spellings(rng, 60)
+    pairs += [(rng.choice(numbers), rng.choice(numbers)) for _ in range(1500)]
+    for k in range(0, len(numbers) - 22, 22):  # each spelling of one number against the others
+        group = numbers[k : k + 22]
+        pairs += [(x, y) for x in group[:12] for y in group[:12]]
+    return pairs
+
+
+def _bench_responses() -> list[tuple[str, str]]:
+    try:
+        from benchmarks.bench_reward import make_samples
+
+        return list(dict.fromkeys((s[0], s[1]) for s in make_samples(False)))
+    except FileNotFoundError:  # no ../shared/data next to this checkout: the other corpora still run
+        return []
+
+
+def test_plain_forms_are_the_full_normal_forms():
+    for s in _corpus_strings():
+        plain = normalize._plain_form(s)
+        if plain is not None:
+            assert plain == normalize.normalize_full(s), s
+    assert normalize._plain_form("12, 345") is None and normalize._plain_form("+5") is None
+
+
+def test_plain_values_are_the_parsers_nodes():
+    checked = 0
+    for s in _corpus_strings():
+        t = normalize.normalize_full(s)
+        try:
+            fast = parse._plain_value(t)
+        except parse.ParseError:
+            with pytest.raises(parse.ParseError):
+                parse.parse_tokens(t)
+            continue
+        if fast is not None:
+            assert sympy.srepr(fast) == sympy.srepr(parse.parse_tokens(t)), t
+            checked += 1
+    assert checked > 1000
+
+
+def test_rationals_as_floats_are_value_at():
+    rng = random.Random(2)
+    for _ in range(2000):
+        a = sympy.Rational(rng.randint(-10**6, 10**6), rng.randint(1, 10**6))
+        b = sympy.Integer(rng.randint(-10**30, 10**30))
+        assert equal._rationals_as_floats(a, b) == (value_at(a, {}).real, value_at(b, {}).real)
+    assert equal._rationals_as_floats(sympy.Integer(10) ** 400, sympy.Integer(1)) is None
+    assert value_at(sympy.Integer(10) ** 400, {}) is None
+
+
+def test_unit_guard_only_skips_strings_without_a_unit():
+    for s in _corpus_strings() + ["5 cm  ", "5 cm\n", "3 cm^{2}.", "21st", "x \\text{ units}^2", "4 feet."]:
+        if not normalize._may_end_in_unit(s):
+            assert normalize._TRAILING_UNIT.search(s) is None, s
+
+
+def test_answer_scan_start_finds_the_same_last_match():
+    atoms = ["answer", "Answer", "ANSWER", "final answer", "Final Answer", "####", " ", "\n", "\t", "#", ">", "*",
+             "_", ".", "!", "?", ":", "\uff1a", " is ", "x", "5", "$", "the"]
+    rng = random.Random(3)
+    for _ in range(20000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 12)))
+        full = [m.span() for m in extract._ANSWER_LINE.finditer(text)]
+        fast = [m.span() for m in extract._ANSWER_LINE.finditer(text, extract._answer_scan_start(text))]
+        assert fast == full, text
+
+
+def _verdicts(pairs, responses, check=equal.equal_unguarded):
+    equal.clear_caches()
+    out = [check(p, g) for p, g in pairs]
+    for mode in extract.MODES:
+        out += [check(extract.extract_answer(r, mode), g) for r, g in responses]
+    equal.clear_caches()
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    responses = _bench_responses() + [(f"so the answer is $\\boxed{{{p}}}$", g) for p, g in _pairs()[:400]]
+    return _pairs(), responses
+
+
+@pytest.fixture(scope="module")
+def fast_verdicts(corpus):
+    return _verdicts(*corpus)
+
+
+def test_fast_and_full_paths_give_identical_verdicts(corpus, fast_verdicts, full_path):
+    full = _verdicts(*corpus, check=full_path)
+    assert len(full) > 10000
+    diff = [i for i, (a, b) in enumerate(zip(fast_verdicts, full)) if a != b]
+    assert diff == []
+    assert any(full) and not all(full)
+
+
+EDGE_CASES = [
+    ("0.5", "1/2", True), ("0.5", "\\frac{1}{2}", True), ("\\dfrac{1}{2}", ".5", True), ("0.50", "0.5", True),
+    ("1,000", "1000", True), ("12, 345", "12345", False), ("12{,}345", "12345", True),
+    ("-0", "0", True), ("-0.0", "0", True), ("+5", "5", True), ("- 5", "-5", True), ("007", "7", True),
+    ("3\\frac14", "3.25", True), ("3\\frac{1}{4}", "\\frac{13}{4}", True), ("3\\frac{1}{4}", "3.5", False),
+    ("5.00", "5", True), ("5.", "5", True), ("1.50", "1.5", True), ("10.05", "10.5", False),
+    ("0.33", "\\frac{1}{3}", False), ("0.3333", "1/3", True), ("-\\frac{14}{3}", "-4.6667", True),
+    ("-\\frac{14}{3}", "\\frac{14}{3}", False), ("3/4", "0.75", True), ("-3/4", "\\frac{-3}{4}", True),
+    ("\\frac{-3}{4}", "0.75", False), ("2.5", "5/2", True), ("\\frac{1}{0}", "0", False), ("1/0", "1/0", True),
+    ("12346", "12345", False), ("1e3", "1000", True), ("50\\%", "0.5", True), ("50", "0.5", False),
+]
+
+
+@pytest.mark.parametrize("pred, gold, expected", EDGE_CASES)
+def test_edge_case_with_fast_paths(pred, gold, expected):
+    equal.clear_caches()
+    assert equal.equal_unguarded(pred, gold) is expected
+
+
+@pytest.mark.parametrize("pred, gold, expected", EDGE_CASES)
+def test_edge_case_on_the_full_path(pred, gold, expected, full_path):
+    assert full_path(pred, gold) is expected
+
+
+def test_memo_answers_a_repeated_check_without_rechecking():
+    equal.clear_caches()
+    assert equal.equal_unguarded("\\frac{3}{4}", "0.75") is True
+    assert equal.equal_unguarded("\\frac{3}{4}", "0.75") is True
+    info = equal.equal_unguarded.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    equal.clear_caches()
