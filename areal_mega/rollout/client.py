@@ -323,17 +323,18 @@ class GenerationClient:
         await self._all_closing_open_update(self.protocol.destroy_group(group_name))
 
     async def get_weight_versions(self) -> list[str]:
-        """Each server's weight version (SGLang: /get_weight_version or /model_info; vLLM: /weight_info)."""
-        out = []
-        for s in self.servers:
+        """Each server's weight version (SGLang: /get_weight_version or /model_info; vLLM: /weight_info),
+        every server asked at once."""
+        async def one(url: str) -> str:
             for call in self.protocol.version_calls():
-                status, body = await self._call(s.url, call)
+                status, body = await self._call(url, call)
                 if status != 404:
                     break
             if status != 200:
-                raise RuntimeError(f"{s.url}: cannot read weight version ({status}: {error_message(body)})")
-            out.append(self.protocol.parse_version(body))
-        return out
+                raise RuntimeError(f"{url}: cannot read weight version ({status}: {error_message(body)})")
+            return self.protocol.parse_version(body)
+
+        return list(await asyncio.gather(*(one(s.url) for s in self.servers)))
 
     async def init_weights_update_group(self, url: str, master_address: str, master_port: int, rank_offset: int,
                                         world_size: int, group_name: str, backend: str) -> None:

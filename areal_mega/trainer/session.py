@@ -390,6 +390,8 @@ class Session:
             self.logger.log(self.step, metrics)
 
     def close(self) -> None:
+        if self.weights is not None:
+            self.weights.close()
         if self.is_controller:
             if self.stream is not None:
                 self.stream.close()

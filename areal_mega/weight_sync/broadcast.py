@@ -203,14 +203,16 @@ def stream_weights(
 
     async def run():
         try:
-            return await _stream(client, group, named_tensors, weight_version, bucket_bytes, flatten)
+            return await stream(client, group, named_tensors, weight_version, bucket_bytes, flatten)
         finally:
             await client.close()
 
     return asyncio.run(run())
 
 
-async def _stream(client, group, named_tensors, weight_version, bucket_bytes, flatten) -> dict:
+async def stream(client: GenerationClient, group: WeightUpdateGroup, named_tensors, weight_version,
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, flatten: bool = True) -> dict:
+    """`stream_weights` inside a running event loop, on a client the caller keeps open (and closes)."""
     nbytes = num_buckets = num_tensors = 0
     t0 = time.perf_counter()
     on_device = ((n, t.detach().to(group.device).contiguous()) for n, t in named_tensors)
@@ -249,7 +251,7 @@ def broadcast_weights(
     async def run():
         try:
             await pause(client, pause_mode)
-            out = await _stream(client, group, named_tensors, weight_version, bucket_bytes, flatten)
+            out = await stream(client, group, named_tensors, weight_version, bucket_bytes, flatten)
             await resume_and_check(client, weight_version)
         finally:
             await client.close()
@@ -266,10 +268,14 @@ async def pause(client: GenerationClient, pause_mode: str | None) -> None:
 
 
 async def resume_and_check(client: GenerationClient, weight_version: str) -> None:
-    """After a whole update: flush caches, continue generation, check every server reports the version."""
+    """After a whole update: flush caches, then continue generation and check every server reports the
+    version (the version was set with the last bucket, so both go at once: one round trip fewer)."""
     await client.flush_cache()
-    await client.continue_generation()
-    versions = await client.get_weight_versions()
+    resumed, versions = await asyncio.gather(client.continue_generation(), client.get_weight_versions(),
+                                             return_exceptions=True)
+    for outcome in (resumed, versions):
+        if isinstance(outcome, BaseException):
+            raise outcome
     if any(v != weight_version for v in versions):
         raise WeightSyncError(f"weight version not updated: servers {client.urls} report {versions}, "
                               f"expected {weight_version}")

@@ -14,10 +14,19 @@ buckets, so no rank holds more than one bucket plus one tensor of weights.
 
 Failures: any rank's error in a step is shared with every rank, which all
 raise `WeightSyncError` naming the step, the rank and the servers; a rank that
-died surfaces as the gloo group's error (time-out: the group's own). Before
-each sync the controller probes the servers: one that died leaves the pool,
-and every stage's group is rebuilt without it (a broadcast to a dead rank
-would fail).
+died surfaces as the gloo group's error (time-out: the group's own). A sync
+starts with the controller's pause, which is also its check that every server
+answers: when the pause fails, the controller probes the servers' /health;
+one that died leaves the pool, every stage's group is rebuilt without it (a
+broadcast to a dead rank would fail) and the pause is made again; a server
+that answers /health but refuses the pause fails the sync, naming it.
+
+Per sync and PP = 1 the ranks exchange two control messages: the pause's
+outcome (broadcast by the controller) and every rank's result of the stage
+(its error or its statistics; the controller, sender of the last stage, has
+resumed generation before it). The controller's HTTP calls run on one event
+loop kept for the object's life, with one client per URL list, so its
+connections to the servers are reused from phase to phase and sync to sync.
 """
 from __future__ import annotations
 
@@ -39,7 +48,7 @@ from areal_mega.weight_sync.broadcast import (
     init_weight_update_group,
     pause,
     resume_and_check,
-    stream_weights,
+    stream,
 )
 from areal_mega.weight_sync.config import WeightSyncConfig, is_loopback, resolve_master_addr, url_host
 
@@ -79,6 +88,8 @@ class StageWeightSync:
         self.urls: list[str] = []
         self.group: WeightUpdateGroup | None = None
         self.senders = self._senders()
+        self._loop: asyncio.AbstractEventLoop | None = None  # this rank's, for every HTTP call of a sync
+        self._http_client: GenerationClient | None = None  # for self.urls, open on self._loop
 
     @property
     def group_name(self) -> str:
@@ -111,13 +122,43 @@ class StageWeightSync:
                 f"weight sync: rank {self.rank} lost the job while {what}: {describe_error(e)}") from e
         return box[0]
 
-    def _agree(self, error: str | None, what: str) -> None:
-        """Every rank: raise if any rank reports an error for this step (all raise the same)."""
-        bad = [(r, e) for r, e in enumerate(self._all(error, what)) if e]
+    def _agree(self, error: str | None, what: str, result=None) -> list:
+        """Every rank: raise if any rank reports an error for this step (all raise the same); else every
+        rank's `result` (one gather carries both)."""
+        answers = self._all((error, result), what)
+        bad = [(r, e) for r, (e, _) in enumerate(answers) if e]
         if bad:
             rank, msg = bad[0]
             more = f" (and on {len(bad) - 1} other rank(s))" if len(bad) > 1 else ""
             raise WeightSyncError(f"weight sync: {what} failed on rank {rank}{more}: {msg}")
+        return [r for _, r in answers]
+
+    # ------------------------------------------------------------ HTTP, on one kept event loop
+    def _run(self, coro):
+        """Run `coro` to completion on this rank's own event loop (made once, kept across syncs)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def _http(self) -> GenerationClient:
+        """This rank's client for the current URLs (the controller's, or a PP stage sender's), kept open on
+        self._loop, so its connections are reused, until the URLs change."""
+        if self._http_client is not None and self._http_client.urls != [u.rstrip("/") for u in self.urls]:
+            self._run(self._http_client.close())
+            self._http_client = None
+        if self._http_client is None:
+            self._http_client = self._client(self.urls)
+        return self._http_client
+
+    def close(self) -> None:
+        """Close the kept client and event loop (every rank, at the end of the run)."""
+        if self._loop is None:
+            return
+        if self._http_client is not None:
+            self._run(self._http_client.close())
+            self._http_client = None
+        self._loop.close()
+        self._loop = None
 
     # ------------------------------------------------------------ group membership
     def join(self, urls: list[str] | None) -> None:
@@ -165,24 +206,30 @@ class StageWeightSync:
             leave_group(self.group.pg)
             self.group = None
 
-    def _drop_dead_servers(self) -> dict:
-        """All ranks: the controller probes the servers; if any died, every group is rebuilt without it."""
+    def _pause(self) -> dict:
+        """All ranks: the controller pauses every server (and opens its update). If that fails it probes
+        their /health: servers that died leave the pool, every group is rebuilt without them and the
+        pause is made again; a pause refused by servers that answer /health raises on every rank.
+        Returns {"rollout/servers_lost": n} when servers were dropped, else {}."""
         plan = None
         if self.is_controller:
-            async def probe():
-                client = self._client(self.urls)
-                try:
-                    return await client.check_health(force=True)
-                finally:
-                    await client.close()
-
-            healthy = asyncio.run(probe())
-            plan = ([u for u, ok in zip(self.urls, healthy) if ok], [u for u, ok in zip(self.urls, healthy) if not ok])
-        alive, dead = self._from_controller(plan, "waiting for the controller's server check")
+            error, dead = None, []
+            try:
+                self._run(pause(self._http(), self.cfg.pause_mode))
+            except Exception as e:
+                error = describe_error(e)
+                healthy = self._run(self._http().check_health(force=True))
+                dead = [u for u, ok in zip(self.urls, healthy) if not ok]
+            plan = (error, dead)
+        error, dead = self._from_controller(plan, "waiting for the controller to pause generation")
         if not dead:
+            if error:
+                raise WeightSyncError(f"weight sync: pausing generation failed on rank 0 (every server answers "
+                                      f"/health): {error}")
             return {}
+        alive = [u for u in self.urls if u not in dead]
         if not alive:
-            raise WeightSyncError(f"weight sync: every generation server is down: {dead}")
+            raise WeightSyncError(f"weight sync: every generation server is down: {dead} (pausing: {error})")
         if self.is_controller:
             print(f"[areal_mega] generation servers lost, continuing without them: {dead}", flush=True)
         error = None
@@ -193,6 +240,7 @@ class StageWeightSync:
                 error = describe_error(e)
         self._agree(error, "leaving the weight-update groups")
         self.join(alive if self.is_controller else None)
+        self._controller_step(lambda client: pause(client, self.cfg.pause_mode), "pausing generation")
         return {"rollout/servers_lost": float(len(dead))}
 
     def _client(self, urls: list[str]) -> GenerationClient:
@@ -210,28 +258,37 @@ class StageWeightSync:
         if not self.urls:
             return {}
         weight_version = str(weight_version)
-        lost = self._drop_dead_servers()
         t0 = time.perf_counter()
-        self._controller_step(lambda client: pause(client, self.cfg.pause_mode), "pausing generation")
+        lost = self._pause()
         last = self.layout.num_stages - 1
-        mine = {}
+        # the controller sends the last stage itself (PP = 1): it resumes right after it, in the same step
+        resume_inline = self.senders[last] == 0
+        parts = []
         for stage in range(self.layout.num_stages):
-            error = None
+            error, mine = None, None
             if self.layout.gathers and self.layout.stage == stage:
                 try:
                     if self.layout.sender:
-                        mine = stream_weights(self.group, self._client(self.urls), named_tensors,
-                                              weight_version if stage == last else None, self.cfg.bucket_bytes,
-                                              flatten=self.cfg.flatten_buckets)
+                        mine = self._run(stream(self._http(), self.group, named_tensors,
+                                                weight_version if stage == last else None,
+                                                self.cfg.bucket_bytes, self.cfg.flatten_buckets))
                     else:
                         for _ in named_tensors:  # the sender's TP peers: their part of each all-gather
                             pass
                 except Exception as e:
                     error = describe_error(e)
-            self._agree(error, f"sending pipeline stage {stage} (sender rank {self.senders[stage]})")
-        self._controller_step(lambda client: resume_and_check(client, weight_version), "resuming generation")
+                if error is None and stage == last and resume_inline and self.is_controller:
+                    try:
+                        self._run(resume_and_check(self._http(), weight_version))
+                    except Exception as e:
+                        error = f"resuming generation: {describe_error(e)}"
+            what = f"sending pipeline stage {stage} (sender rank {self.senders[stage]})"
+            parts += self._agree(error, what + (" and resuming generation" if resume_inline and stage == last else ""),
+                                 mine)
+        if not resume_inline:
+            self._controller_step(lambda client: resume_and_check(client, weight_version), "resuming generation")
         seconds = time.perf_counter() - t0
-        parts = [p for p in self._all(mine, "collecting sync statistics") if p]
+        parts = [p for p in parts if p]
         if not self.is_controller:
             return {}
         nbytes = sum(p["bytes"] for p in parts)
@@ -244,15 +301,8 @@ class StageWeightSync:
         """The controller runs `step(client)` (async) on the servers; every rank learns whether it worked."""
         error = None
         if self.is_controller:
-            async def run():
-                client = self._client(self.urls)
-                try:
-                    await step(client)
-                finally:
-                    await client.close()
-
             try:
-                asyncio.run(run())
+                self._run(step(self._http()))
             except Exception as e:
                 error = describe_error(e)
         self._agree(error, what)
