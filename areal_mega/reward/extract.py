@@ -183,19 +183,40 @@ def _sentence_number(line: str) -> str | None:
     return numbers[0].group() if len(numbers) == 1 and not re.search(r"[=+*/^\\<>]", line) else None
 
 
-def _answer_scan_start(text: str) -> int:
-    """Where `_ANSWER_LINE` can first match (len(text) when nowhere), so that its scan skips the reasoning
-    before it and finds the same matches: every match holds "answer" or "####" and starts at most at
-    "final " before it, or at the `[ \\t#>*_]` run (and newline) that leads up to it."""
-    first = _ANSWER_KEYWORD.search(text)
-    if first is None:
-        return len(text)
-    starts = []
-    for j in (first.start(), max(0, first.start() - len("final "))):
-        while j > 0 and text[j - 1] in " \t#>*_":
-            j -= 1
-        starts.append(j - 1 if j > 0 and text[j - 1] == "\n" else j)
-    return min(starts)
+def _keyword_positions(text: str) -> list[int]:
+    """Where "answer" (any case) or "####" starts in `text`, in order: every start for an ASCII text
+    (`str.find` on its lower case), else `_ANSWER_KEYWORD`'s matches (any case as `re` folds it)."""
+    if not text.isascii():
+        return [m.start() for m in _ANSWER_KEYWORD.finditer(text)]
+    low, found = text.lower(), []
+    for word in ("answer", "####"):
+        i = low.find(word)
+        while i >= 0:
+            found.append(i)
+            i = low.find(word, i + 1)
+    return sorted(found)
+
+
+def _last_answer_match(text: str) -> re.Match | None:
+    """The last match `_ANSWER_LINE.finditer(text)` gives, trying the pattern only where a match can start.
+
+    Every match holds "answer" or "####" at k and starts at k, at "final " before it (k - 6), or in the
+    `[ \\t#>*_]` run (and newline) that leads up to either; so the candidates are those windows, tried in
+    order as finditer tries every position, each taken match moving on past its end."""
+    windows = []
+    for k in _keyword_positions(text):
+        for end in (k, max(0, k - len("final "))):
+            j = end
+            while j > 0 and text[j - 1] in " \t#>*_":
+                j -= 1
+            windows.append((j - 1 if j > 0 and text[j - 1] == "\n" else j, end))
+    last, cursor = None, 0
+    for p in sorted({p for lo, hi in windows for p in range(lo, hi + 1)}):
+        if p >= cursor:
+            m = _ANSWER_LINE.match(text, p)
+            if m is not None:
+                last, cursor = m, m.end()
+    return last
 
 
 def _minerva(text: str) -> str | None:
@@ -209,9 +230,7 @@ def _minerva(text: str) -> str | None:
 
 
 def _answer_line(text: str) -> str | None:
-    last = None
-    for last in _ANSWER_LINE.finditer(text, _answer_scan_start(text)):
-        pass
+    last = _last_answer_match(text)
     return _from_line(text[last.end() :]) if last is not None else None
 
 

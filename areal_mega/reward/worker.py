@@ -27,6 +27,24 @@ import time
 from areal_mega.reward.progress import PROGRESS
 
 
+# One response per kind of answer (number, fraction, expression, interval, relation, set, matrix, equation,
+# complex, units, percent), committed in each extraction style; generic, not from any benchmark.
+_WARM_UP = (
+    ("so the answer is $\\boxed{\\frac{x}{2} + 1}$", "0.5x + 1"),
+    ("The final answer is $\\dfrac{3}{4}$. I hope it is correct.", "0.75"),
+    ("**Final Answer:** $(-\\infty, 1) \\cup (2, 3]$", "x < 1 \\text{ or } 2 < x \\le 3"),
+    ("the answer is $x \\ge 2$", "[2, \\infty)"),
+    ("\\boxed{\\{3, 1, 2\\}}", "1, 2, 3"),
+    ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix} 1 \\\\ 3 \\end{pmatrix}"),
+    ("\\boxed{y = 2x + 3}", "y=2x+3"),
+    ("\\boxed{2+3i}", "2-3i"),
+    ("\\boxed{3\\sqrt{13}}", "\\sqrt{117}"),
+    ("\\boxed{12{,}345 \\text{ cm}^2}", "12345"),
+    ("\\boxed{50\\%}", "0.5"),
+    ("\\boxed{x^2 - 1}", "(x-1)(x+1)"),
+)
+
+
 def _limit_memory(memory_limit_mb: int) -> None:
     if memory_limit_mb > 0:
         import resource
@@ -44,6 +62,7 @@ def serve(fd: int, progress_fd: int, memory_limit_mb: int, checker: str) -> None
     conn = Connection(fd)
     progress = mmap.mmap(progress_fd, PROGRESS.size)
     _limit_memory(memory_limit_mb)
+    from areal_mega.reward import equal
     from areal_mega.reward.equal import equal_unguarded
     from areal_mega.reward.extract import extract_answer
 
@@ -62,9 +81,12 @@ def serve(fd: int, progress_fd: int, memory_limit_mb: int, checker: str) -> None
             mv = mv_equal(a, b, is_response=kind == "response")
         return ours, mv
 
-    # sympy imports parts of itself (tensor, combinatorics: ~0.1 s) on the first sum it builds; pay that
-    # here, before the pool counts the worker as up, rather than inside the first reward check
-    equal_unguarded("\\frac{x}{2} + 1", "0.5x + 1")
+    # sympy imports parts of itself (tensor, combinatorics: ~0.1 s) on the first sum it builds, and each
+    # kind of answer runs code paths (regexes, sympy's sets and evalf) for the first time; pay that here,
+    # before the pool counts the worker as up, rather than inside the first reward checks
+    for response, gold in _WARM_UP:
+        check("response", response, gold, "reward")
+    equal.clear_caches()  # the pass over real checks starts with empty memos
     conn.send("ready")
     while True:
         try:
