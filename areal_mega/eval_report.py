@@ -81,5 +81,6 @@ def markdown_report(model: str, results: list[dict], mode: str = "eval", checker
             f"| {r['dataset']} | {r['num_problems']} ({r['num_filtered']}) | {r['samples_per_problem']} | "
             f"{100 * r['pass@1_avg']:.1f} | {pk} | {t['mean']:.0f} / {t['p90']:.0f} / {t['max']} | {r['num_truncated']} |"
         )
-    lines += ["", f"Answers extracted in `{mode}` mode, checked by `{checker}`."]
+    lines += ["", f"Answers extracted in `{mode}` mode (from the text after the last `</think>`; a think block "
+              f"never closed has no answer), checked by `{checker}`."]
     return "\n".join(lines) + "\n"

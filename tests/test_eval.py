@@ -39,6 +39,7 @@ def test_eval_extracts_in_eval_mode_and_says_so(tmp_path):
     assert load_config(EvalConfig, cfg).reward.mode == "eval"
     assert RewardConfig().mode == "reward"  # training keeps committed answers only
     assert "Answers extracted in `eval` mode" in markdown_report("m", [], "eval")
+    assert "after the last `</think>`" in markdown_report("m", [], "eval")  # the think policy, stated
 
 
 @needs_data

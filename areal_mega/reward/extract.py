@@ -27,6 +27,18 @@ block (`$$..$$`, `$..$`, `\\[..\\]`, `\\(..\\)`, possibly over several lines)
 `$1$, $2$ or $3$` is `1, 2, 3`) unless a number follows it in the prose, and finally the last number in the text
 (`1,000.99`, `2,74` with a decimal comma, `2/3`, `40%`).
 
+Both modes first cut away the reasoning of an R1-style response (`answer_part`): only the
+text after the last `</think>` can hold the answer, and a response that opens `<think>` and
+never closes it (truncated while thinking) has none. This is what TRL's
+`reasoning_accuracy_reward` does (split at the last `</think>`, no `</think>` scores 0) and
+what DeepScaleR's reward does (the text after `</think>`; no think block is a format error,
+where we read a response without one whole, for models that do not think in tags); AReaL's
+current reward hands the whole response to math-verify, so a box inside the reasoning counts
+there. The same holds in `eval` mode: an R1-distill model's answer follows `</think>`, and no
+evaluation code we read looks inside the reasoning. When the prompt itself opens the block
+(the R1-distill chat template ends with `<think>\\n`), a response cut off before `</think>`
+holds no tag at all and is read whole: pass it with the opening tag to get the truncation rule.
+
 Everything here is a linear scan: a 1 MB response or 10,000 unbalanced braces
 costs a few passes and returns None.
 """
@@ -35,6 +47,7 @@ from __future__ import annotations
 import re
 
 MODES = ("reward", "eval")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _BOX = re.compile(r"\\(?:boxed|fbox)")
 _MINERVA = "final answer is $"
 _MINERVA_END = "$. I hope"
@@ -264,11 +277,23 @@ def _last_number(text: str) -> str | None:
     return last.group().replace(",", "") if last.group("grouped") else last.group().replace(",", ".")
 
 
+def answer_part(text: str) -> str | None:
+    """The part of a response that can hold its answer: the text after the last `</think>`; None when
+    `<think>` opens and never closes (cut off while thinking); the whole text when it has neither tag."""
+    end = text.rfind(THINK_CLOSE)
+    if end >= 0:
+        return text[end + len(THINK_CLOSE) :]
+    return None if THINK_OPEN in text else text
+
+
 def extract_answer(text: str, mode: str = "reward") -> str | None:
     """The final answer in `text` under `mode` ("reward" or "eval", see module docstring); None when there is none."""
     if mode not in MODES:
         raise ValueError(f"extract_answer: mode must be one of {MODES}, got {mode!r}")
     if not isinstance(text, str) or not text:
+        return None
+    text = answer_part(text)
+    if not text:
         return None
     for find in (_minerva, _boxed, _answer_line):
         got = find(text)

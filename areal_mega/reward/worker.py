@@ -64,7 +64,7 @@ def serve(fd: int, progress_fd: int, memory_limit_mb: int, checker: str) -> None
     _limit_memory(memory_limit_mb)
     from areal_mega.reward import equal
     from areal_mega.reward.equal import equal_unguarded
-    from areal_mega.reward.extract import extract_answer
+    from areal_mega.reward.extract import answer_part, extract_answer
 
     mv_equal = None
     if checker in ("math_verify", "both"):
@@ -77,8 +77,9 @@ def serve(fd: int, progress_fd: int, memory_limit_mb: int, checker: str) -> None
                 ours = bool(equal_unguarded(extract_answer(a, mode) if kind == "response" else a, b))
             except (MemoryError, RecursionError, ValueError, TypeError, ArithmeticError, AttributeError):
                 ours = False
-        if mv_equal is not None:
-            mv = mv_equal(a, b, is_response=kind == "response")
+        if mv_equal is not None:  # the same think policy for math-verify: only the part after </think> counts
+            part = answer_part(a) if kind == "response" and isinstance(a, str) else a
+            mv = mv_equal(part, b, is_response=kind == "response")
         return ours, mv
 
     # sympy imports parts of itself (tensor, combinatorics: ~0.1 s) on the first sum it builds, and each

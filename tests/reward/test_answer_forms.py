@@ -40,3 +40,10 @@ def test_eval_mode_uses_the_fallbacks():
     with RewardPool(RewardConfig(num_workers=1, mode="eval")) as pool:
         assert pool.correct(["We get $t$ between 0 and 3, i.e. $[0,3]$", "so it is 17", "nothing"],
                             ["[0,3]", "17", "17"]) == [True, True, False]
+
+
+def test_think_policy_through_the_pool(pool):
+    """A box inside <think> is not the answer; a think block never closed (truncated) scores wrong."""
+    responses = ["<think>is it \\boxed{3}?</think> No: \\boxed{4}.", "<think>is it \\boxed{3}?</think> No: \\boxed{4}.",
+                 "<think>so \\boxed{3}</think>", "<think>so \\boxed{3} and", "so \\boxed{3}"]
+    assert pool.score(responses, ["4", "3", "3", "3", "3"]) == [5.0, -5.0, -5.0, -5.0, 5.0]

@@ -137,3 +137,29 @@ def test_hostile_delimiters_are_linear():
         extract_answer("the answer is $" * 20_000, mode)
         extract_answer("1" * 200_000, mode)
     assert time.monotonic() - t0 < 5.0
+
+
+THINK_CASES = [
+    # (response, expected answer in both modes)
+    ("<think>maybe \\boxed{3}</think>\nSo the answer is \\boxed{4}.", "4"),
+    ("<think>maybe \\boxed{3}</think>", None),  # the only box is inside the reasoning: nothing committed
+    ("<think>maybe \\boxed{3}, then I keep going and run out of tok", None),  # never closed: truncated
+    ("the prompt opened the block, \\boxed{3}</think>\n\\boxed{5}", "5"),  # R1-distill: only </think> here
+    ("<think>a</think> draft \\boxed{1} </think> \\boxed{2}", "2"),  # after the last </think>
+    ("\\boxed{7}", "7"),  # no think block: the whole response
+    ("<think>\\boxed{3}</think>\n\nThe answer is 3.", "3"),
+    ("<think>\\boxed{3}</think>\n\nThe answer is 4.", "4"),
+]
+
+
+@pytest.mark.parametrize("mode", ["reward", "eval"])
+@pytest.mark.parametrize("text, expected", THINK_CASES)
+def test_think_part_is_cut_away(text, expected, mode):
+    assert extract_answer(text, mode) == expected
+
+
+def test_eval_fallbacks_look_only_after_the_think_block():
+    assert extract_answer("<think>it is 12</think> so we get 13 in the end", "eval") == "13"
+    assert extract_answer("<think>it is 12</think>", "eval") is None
+    assert extract_answer("<think>it is 12 and then", "eval") is None
+    assert extract_answer("it is 12 and then", "eval") == "12"

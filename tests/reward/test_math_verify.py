@@ -33,3 +33,10 @@ def test_math_verify_hang_is_killed_by_the_pool():
         assert pool.check([SLOW_PRED, "2"], [SLOW_GOLD, "2"], timeout=2.0) == [False, True]
         assert time.monotonic() - t0 < 60.0
         assert pool.stats["timeouts"] == 1
+
+
+def test_math_verify_follows_the_think_policy():
+    with RewardPool(RewardConfig(num_workers=1, checker="math_verify", timeout_s=30.0)) as pool:
+        got = pool.correct(["<think>\\boxed{3}</think> so \\boxed{4}", "<think>\\boxed{3}</think>", "<think>\\boxed{3}"],
+                           ["4", "3", "3"])
+        assert got == [True, False, False]
