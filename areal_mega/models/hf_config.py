@@ -3,8 +3,9 @@
 `ModelDims` is the architecture in plain numbers, read once from the HF
 directory; the name map, the checkpoint loader and weight sync all take it.
 The Transformer Engine layer spec is used when TE is importable on CUDA, the
-local spec (Megatron's own modules, with `PackedAttention` as core attention
-and `models/norm.RMSNorm` as every norm) otherwise; both read packed rows as
+local spec (Megatron's own modules, with `PackedAttention` as core attention,
+`models/swiglu.SwiGLU` as the MLP activation and `models/norm.RMSNorm` as
+every norm) otherwise; both read packed rows as
 THD `PackedSeqParams` and both run under sequence parallelism.
 """
 from __future__ import annotations
@@ -145,6 +146,9 @@ def transformer_config(dims: ModelDims, tp_size: int, pp_size: int, params_dtype
         apply_rope_fusion=False,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
+        # the local spec's MLP hands the whole fc1 output to its spec activation (models/swiglu.SwiGLU);
+        # megatron names the switch after TE's activation ops, which the TE spec here does not use
+        use_te_activation_func=not use_transformer_engine(),
         hidden_dropout=0.0,
         attention_dropout=0.0,
         params_dtype=params_dtype,
@@ -168,7 +172,9 @@ def build_gpt_model(dims: ModelDims, config, pre_process: bool, post_process: bo
         get_gpt_layer_local_spec,
         get_gpt_layer_with_transformer_engine_spec,
     )
+    from megatron.core.transformer.spec_utils import ModuleSpec
 
+    rotary_base = int(dims.rope_theta)
     if use_transformer_engine():
         spec = get_gpt_layer_with_transformer_engine_spec()
     else:  # Megatron's own modules, attention within each packed sequence (no [T, T] mask)
@@ -176,9 +182,13 @@ def build_gpt_model(dims: ModelDims, config, pre_process: bool, post_process: bo
 
         from areal_mega.models.norm import RMSNorm
         from areal_mega.models.packed_attention import PackedAttention
+        from areal_mega.models.swiglu import SwiGLU
 
         layer = get_gpt_layer_local_spec(normalization="RMSNorm")
-        layer.submodules.self_attention.submodules.core_attention = PackedAttention
+        # PackedAttention applies RoPE itself (models/packed_rope.py), so this GPTModel has no position embedding
+        layer.submodules.self_attention.submodules.core_attention = ModuleSpec(
+            module=PackedAttention, params={"rotary_base": rotary_base})
+        layer.submodules.mlp.submodules.activation_func = SwiGLU  # with config.use_te_activation_func
         # megatron's WrappedTorchNorm refuses sequence parallelism; ours is the same RMSNorm with the
         # weight attribute that makes finalize_model_grads all-reduce its grads over TP (no qk norms: the
         # supported architectures have none)
@@ -193,6 +203,6 @@ def build_gpt_model(dims: ModelDims, config, pre_process: bool, post_process: bo
         post_process=post_process,
         parallel_output=True,
         share_embeddings_and_output_weights=dims.tie_word_embeddings,
-        position_embedding_type="rope",
-        rotary_base=int(dims.rope_theta),
+        position_embedding_type="rope" if use_transformer_engine() else "none",
+        rotary_base=rotary_base,
     )

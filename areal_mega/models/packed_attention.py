@@ -5,13 +5,14 @@ A packed row holds several sequences back to back; `PackedSeqParams` (format
 `cu_seqlens_q`. `PackedAttention` runs causal scaled-dot-product attention on
 each sequence's own slice, so a row costs O(sum of L_i^2) time and memory,
 never the O(T^2) of a dense block-diagonal mask over the whole row. RoPE is
-applied by Megatron's `SelfAttention` before this module, restarting at each
-sequence start (`cu_seqlens` again), so every sequence sees positions 0..L_i-1
-exactly as when it runs alone.
+applied here first (models/packed_rope.py; the local spec's GPTModel has no
+position embedding of its own), restarting at each sequence start
+(`cu_seqlens` again), so every sequence sees positions 0..L_i-1 exactly as
+when it runs alone.
 
 It replaces `DotProductAttention` in the `core_attention` slot of the local
-spec (`models/hf_config.build_gpt_model`): same constructor, same forward
-arguments. Heads arrive already split over tensor-parallel ranks (the QKV
+spec (`models/hf_config.build_gpt_model`): same constructor (plus the RoPE
+base, a spec parameter), same forward arguments. Heads arrive already split over tensor-parallel ranks (the QKV
 projection is column-parallel), so each rank attends with its own
 `num_attention_heads / tp` query heads and `num_query_groups / tp` KV groups.
 
@@ -23,7 +24,7 @@ and flex attention refuses the backward on CPU ("does not support backward
 on CPU"). SDPA per sequence has no length limit of its own; the row's
 `cu_seqlens` are int32 (checked where they are built, engine/forward.py).
 One host read of `cu_seqlens` per layer (`.tolist()`) is the price on a GPU,
-as for Megatron's unfused THD RoPE.
+as for Megatron's unfused THD RoPE, which this module's RoPE replaces.
 """
 from __future__ import annotations
 
@@ -35,18 +36,21 @@ import torch.nn.functional as F
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.utils import divide
 
+from areal_mega.models.packed_rope import apply_rope, row_cos_sin
+
 
 class PackedAttention(MegatronModule):
-    """Causal attention within each packed sequence of a 'thd' row.
+    """RoPE, then causal attention within each packed sequence of a 'thd' row.
 
-    forward(query [T, np, d], key [T, ng, d], value [T, ng, d], attention_mask=None,
+    rotary_base: RoPE's base (HF rope_theta), set by the layer spec (models/hf_config.build_gpt_model).
+    forward(query [T, np, d], key [T, ng, d], value [T, ng, d] (query and key not yet rotated), attention_mask=None,
             packed_seq_params=PackedSeqParams(qkv_format='thd', cu_seqlens_q=[S+1] int32, ...))
       -> [T, np * d] (np, ng: query heads and KV groups of this TP rank).
     """
 
     def __init__(self, config, layer_number: int, attn_mask_type, attention_type: str,
                  attention_dropout: float | None = None, softmax_scale: float | None = None,
-                 cp_comm_type: str | None = None, pg_collection=None):
+                 cp_comm_type: str | None = None, pg_collection=None, *, rotary_base: float):
         super().__init__(config=config)
         from megatron.core.process_groups_config import ProcessGroupCollection
 
@@ -68,6 +72,7 @@ class PackedAttention(MegatronModule):
         self.heads = divide(config.num_attention_heads, tp_size)
         self.groups = divide(config.num_query_groups, tp_size)
         head_dim = divide(config.kv_channels * config.num_attention_heads, config.num_attention_heads)
+        self.rotary_base = rotary_base
         # the scale megatron's DotProductAttention applies (query-key layer scaling included)
         self.softmax_scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else softmax_scale
         if config.apply_query_key_layer_scaling:
@@ -87,6 +92,8 @@ class PackedAttention(MegatronModule):
         bounds = packed_seq_params.cu_seqlens_q.tolist()
         if bounds[0] != 0 or bounds[-1] != query.shape[0]:
             raise ValueError(f"cu_seqlens_q {bounds[0]}..{bounds[-1]} does not cover the row of {query.shape[0]} tokens")
+        cos, sin = row_cos_sin(bounds, query.shape[2], self.rotary_base, query.dtype, query.device)
+        query, key = apply_rope(query, cos, sin), apply_rope(key, cos, sin)
         # [T, h, d] -> [1, h, T, d]: each sequence is a slice along dim 2. The batch dimension
         # matters: torch's CPU flash kernel (no [L, L] scores) takes 4-D inputs only, 3-D ones
         # fall back to the math kernel (11x slower with GQA at L = 2048, and it materialises the scores).

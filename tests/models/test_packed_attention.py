@@ -1,4 +1,5 @@
-"""PackedAttention (local-spec core attention) against float64 attention run on each sequence alone."""
+"""PackedAttention (local-spec core attention: RoPE, then attention) against float64 RoPE + attention run on each
+sequence alone."""
 import math
 import types
 
@@ -26,7 +27,7 @@ def _attention(dims, tp_size=1, **overrides):
     for k, v in overrides.items():
         setattr(config, k, v)
     return PackedAttention(config, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self",
-                           pg_collection=_tp(tp_size))
+                           pg_collection=_tp(tp_size), rotary_base=dims.rope_theta)
 
 
 def _params(lens):
@@ -38,12 +39,22 @@ def _params(lens):
                            max_seqlen_kv=max(lens))
 
 
-def _reference(q, k, v, lens, scale):
-    """Each sequence alone, float64, explicit causal softmax, KV groups repeated to the query heads."""
+def _rope64(x, base):
+    """x [n, h, d] at positions 0..n-1, non-interleaved RoPE in float64 (angles as megatron forms them, in float32)."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    angles = torch.outer(torch.arange(x.shape[0], dtype=torch.float32), inv_freq).double()[:, None]
+    x1, x2 = x.double().chunk(2, dim=-1)
+    return torch.cat((x1 * angles.cos() - x2 * angles.sin(), x2 * angles.cos() + x1 * angles.sin()), dim=-1)
+
+
+def _reference(q, k, v, lens, scale, base):
+    """Each sequence alone, float64 RoPE from position 0, explicit causal softmax, KV groups repeated to the query heads."""
     rep = q.shape[1] // k.shape[1]
     out, start = [], 0
     for n in lens:
-        qs, ks, vs = (x[start:start + n].double().transpose(0, 1) for x in (q, k, v))
+        qs, ks = (_rope64(x[start:start + n], base).transpose(0, 1) for x in (q, k))
+        vs = v[start:start + n].double().transpose(0, 1)
         ks, vs = ks.repeat_interleave(rep, 0), vs.repeat_interleave(rep, 0)
         scores = (qs @ ks.transpose(1, 2)) * scale
         scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
@@ -63,7 +74,7 @@ def test_matches_each_sequence_alone_forward_and_backward(tp_size):
     q, k, v = (torch.randn(sum(lens), h, dims.head_dim, generator=g, requires_grad=True)
                for h in (heads, groups, groups))
     out = attn(q, k, v, None, packed_seq_params=_params(lens))
-    ref = _reference(q, k, v, lens, 1.0 / math.sqrt(dims.head_dim))
+    ref = _reference(q, k, v, lens, 1.0 / math.sqrt(dims.head_dim), dims.rope_theta)
     assert out.shape == (sum(lens), heads * dims.head_dim)
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6)
     w = torch.randn(out.shape, generator=g)
@@ -80,7 +91,7 @@ def test_softmax_scale_follows_megatron():
 
     config = transformer_config(dims, 1, 1, torch.float32)
     config.apply_query_key_layer_scaling = True
-    layer3 = PackedAttention(config, 3, AttnMaskType.causal, "self", pg_collection=_tp(1))
+    layer3 = PackedAttention(config, 3, AttnMaskType.causal, "self", pg_collection=_tp(1), rotary_base=1e4)
     assert layer3.softmax_scale == pytest.approx(1 / math.sqrt(8) / 3)
 
 
