@@ -2,8 +2,10 @@
 
 One scheduler thread takes every waiting sample (up to `max_running`) into a
 static batch, prefills each distinct prompt once (left-padded; the n samples
-of a prompt share its cache rows), and decodes step by step with a
-`DynamicCache`, dropping each row from the batch when it finishes; samples
+of a prompt share its cache rows), and decodes step by step, dropping each
+row from the batch when it finishes (Qwen2 checkpoints run the static-cache
+forward of rollout/qwen2_decoder.py, others transformers' with a
+`DynamicCache`); samples
 that arrive meanwhile wait for the next batch. A sample with `sampling_seed`
 draws from its own generator, so its tokens and logprobs do not depend on the
 batch it lands in; the others draw from the server's generator (`--seed`).
@@ -31,6 +33,7 @@ import torch
 
 from areal_mega.platform.process_group import join_group, leave_group
 from areal_mega.rollout import flat_bucket
+from areal_mega.rollout.qwen2_decoder import Qwen2Decoder
 
 # SGLang's SamplingParams defaults (srt/sampling/sampling_params.py, v0.5.23).
 DEFAULT_SAMPLING = dict(
@@ -113,6 +116,7 @@ class ReferenceEngine:
         # transformers >= 5.2x renames `past_key_values` to `cache`.
         params = inspect.signature(self.model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.decoder = Qwen2Decoder.of(self.model)  # Qwen2: the static-cache forward; else transformers'
         self.weight_version = "default"  # SGLang's ServerArgs.weight_version default
         self.update_open = False  # a /begin_weight_update ... /end_weight_update session is open (server.py)
         self.model_lock = threading.Lock()
@@ -175,7 +179,7 @@ class ReferenceEngine:
                             s.future.set_exception(e)
                 self.running = []
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _run_batch(self, batch: list[Sample]) -> None:
         """Decode `batch` to its end and set each sample's future.
 
@@ -204,7 +208,6 @@ class ReferenceEngine:
         """The decode loop of `_run_batch` over the rows `live` (indices into `batch`); fills the outputs."""
         from transformers import DynamicCache
 
-        cache = DynamicCache()
         prompt_row: dict[tuple[int, ...], int] = {}
         rows = torch.tensor([prompt_row.setdefault(tuple(batch[i].input_ids), len(prompt_row)) for i in live])
         lens = [len(p) for p in prompt_row]
@@ -215,6 +218,8 @@ class ReferenceEngine:
             ids[r, L - lens[r]:] = torch.tensor(prompt)
             mask[r, L - lens[r]:] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        max_new = max(batch[i].params["max_new_tokens"] for i in live)
+        cache = self.decoder.new_cache(len(lens), L + max_new) if self.decoder is not None else DynamicCache()
         logits = self._forward(ids, mask, pos, cache)
         if len(lens) < len(live):  # copy each prompt's cache rows to its samples
             cache.batch_select_indices(rows)
@@ -262,6 +267,8 @@ class ReferenceEngine:
 
     def _forward(self, ids, mask, pos, cache) -> torch.Tensor:
         """Next-token logits `[B, V]` float32 of ids `[B, T]` after the rows' cached tokens."""
+        if self.decoder is not None:
+            return self.decoder(ids, mask, pos, cache)
         return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                           **{self.cache_kwarg: cache}).logits[:, -1, :].float()
 
