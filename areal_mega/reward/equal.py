@@ -45,7 +45,7 @@ from areal_mega.reward.extract import extract_answer
 from areal_mega.reward.matrices import matrix_rows
 from areal_mega.reward.normalize import has_percent, normalize
 from areal_mega.reward.numeric import value_at
-from areal_mega.reward.parse import as_float, parse_or_none, split_top_level
+from areal_mega.reward.parse import as_float, parse_or_none, split_top_level, symbol_name
 from areal_mega.reward.relations import interval_union, relation_equal, sets_equal
 
 MAX_ANSWER_CHARS = 1000
@@ -189,7 +189,7 @@ def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]
     """(a, b) evaluated at fixed generic points of their free symbols (sympy evalf, no code generation);
     None when they have none. Points where either side is undefined are left out; with
     `stop_at_mismatch`, evaluation ends at the first point where they differ."""
-    free = sorted(a.free_symbols | b.free_symbols, key=str)
+    free = sorted(a.free_symbols | b.free_symbols, key=symbol_name)
     if not free or _unevaluated(a) or _unevaluated(b):
         return None
     values = []
@@ -270,7 +270,7 @@ def _far(x: complex, y: complex) -> bool:
 def _double_values(a, b, points) -> list[tuple[complex, complex]] | None:
     """(a, b) in double precision (`numeric.py`) at `points` of their free symbols, as `_probe` places them;
     None when they have none or the walk is unsure at any point."""
-    free = sorted(a.free_symbols | b.free_symbols, key=str)
+    free = sorted(a.free_symbols | b.free_symbols, key=symbol_name)
     if not free:
         return None
     values = []

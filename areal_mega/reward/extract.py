@@ -57,6 +57,7 @@ _ANSWER_LINE = re.compile(
     re.IGNORECASE,
 )
 _ANSWER_KEYWORD = re.compile(r"answer|####", re.IGNORECASE)
+_IS = re.compile(r"\s(?:is|are|equals)\s+(?=[-\d$\\(])")
 _HOPE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 _CONNECTIVE = re.compile(
     r"(?:\s|\$|,|;|&|\\\\|\\quad|\\qquad|\\[,;:! ]|\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b"
@@ -173,8 +174,7 @@ def _from_line(rest: str) -> str | None:
         if blocks:
             return blocks[0][1].strip() or None
     line = _HOPE.sub("", line)
-    is_at = [m.end() for m in re.finditer(r"\s(?:is|are|equals)\s+(?=[-\d$\\(])", line)
-             if not _inside_math(line, m.start())]
+    is_at = [m.end() for m in _IS.finditer(line) if not _inside_math(line, m.start())]
     if is_at:  # "The volume of $V$ is 120": the part after the last "is"
         line = line[is_at[-1] :]
     blocks = math_blocks(line)

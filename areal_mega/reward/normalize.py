@@ -74,7 +74,7 @@ def has_percent(s: str) -> bool:
 
 def _has_text_command(s: str) -> bool:
     """True when `s` may hold one of `_TEXT_CMD`'s commands (`\\text...`, `\\mbox`, `\\math...`, ...)."""
-    return any(c in s for c in ("\\text", "\\mbox", "\\math", "\\boldsymbol", "\\operatorname"))
+    return "\\text" in s or "\\mbox" in s or "\\math" in s or "\\boldsymbol" in s or "\\operatorname" in s
 
 
 def _strip_units(s: str) -> str:
@@ -87,10 +87,13 @@ def _strip_units(s: str) -> str:
     return s
 
 
+_LOWERCASE = re.compile("[a-z]")
+
+
 def _may_end_in_unit(s: str) -> bool:
     """False when `_TRAILING_UNIT` cannot match `s`: a match ends in a unit or ordinal (lowercase letters)
     and at most `^{2}.` and a newline after it, so one of the last 7 characters is a lowercase letter."""
-    return any("a" <= c <= "z" for c in s[-7:])
+    return _LOWERCASE.search(s, max(0, len(s) - 7)) is not None
 
 
 # A plain number (`-12`, `0.50`, `.5`), an integer ratio (`3/4`) or an integer fraction (`-\\dfrac{14}{3}`):

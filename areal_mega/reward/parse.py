@@ -386,8 +386,15 @@ def parse_tokens(s: str):
     return node
 
 
+_BRACKET = re.compile(r"[(\[{)\]}]")
+
+
 def split_top_level(s: str, sep: str = ",") -> list[str]:
     """Split `s` at `sep` outside brackets and braces (including `\\{ \\}`)."""
+    if sep not in s:
+        return [s]
+    if _BRACKET.search(s) is None and _BRACKET.search(sep) is None:  # everything is at the top level
+        return s.split(sep)
     parts, depth, start, i = [], 0, 0, 0
     while i < len(s):
         ch = s[i]
@@ -403,6 +410,12 @@ def split_top_level(s: str, sep: str = ",") -> list[str]:
         i += 1
     parts.append(s[start:])
     return parts
+
+
+def symbol_name(symbol) -> str:
+    """str(symbol) without sympy's printer (~6 us a call): the name of a plain Symbol, which is what the
+    printer writes for one; str() for anything else."""
+    return symbol.name if type(symbol) is sympy.Symbol else str(symbol)
 
 
 @functools.lru_cache(maxsize=4096)  # sympy expressions are immutable; golds repeat

@@ -20,7 +20,7 @@ import re
 
 import sympy
 
-from areal_mega.reward.parse import as_float, parse_or_none, split_top_level
+from areal_mega.reward.parse import as_float, parse_or_none, split_top_level, symbol_name
 
 REL_TOL = 1e-4
 INF = math.inf
@@ -117,6 +117,33 @@ def interval_union(s: str) -> list[Interval] | None:
     return _normalize(out)
 
 
+def _expanded_parts(expr, var) -> tuple:
+    """(coefficient of `var`, the rest) of `expr` (sympy), by expanding it."""
+    coef = sympy.expand(expr).coeff(var, 1)
+    return coef, sympy.expand(expr - coef * var)
+
+
+def _linear_parts(expr, var) -> tuple:
+    """`_expanded_parts(expr, var)`, read off directly when `expr` is already `c*var + d` with numbers c, d
+    (sympy's canonical sum of such terms is its own expansion: `x - 9`, `-2x`, `0.5x + 3`)."""
+    coef, rest = None, []
+    for term in expr.args if expr.is_Add else (expr,):
+        if term.is_Number:
+            rest.append(term)
+            continue
+        if term == var:
+            k = sympy.Integer(1)
+        elif term.is_Mul and len(term.args) == 2 and term.args[0].is_Number and term.args[0].is_finite \
+                and term.args[1] == var:  # (an infinite coefficient leaves nan in the expanded rest)
+            k = term.args[0]
+        else:
+            return _expanded_parts(expr, var)
+        if coef is not None:
+            return _expanded_parts(expr, var)
+        coef = k
+    return (coef, sympy.Add(*rest)) if coef is not None else _expanded_parts(expr, var)
+
+
 def _atom(lhs: str, op: str, rhs: str) -> tuple[str, list[Interval]] | None:
     """(variable, set) of `lhs op rhs` when it is linear in one variable, else None.
 
@@ -129,8 +156,7 @@ def _atom(lhs: str, op: str, rhs: str) -> tuple[str, list[Interval]] | None:
     if len(free) != 1:
         return None
     (var,) = free
-    coef = sympy.expand(expr).coeff(var, 1)
-    rest = sympy.expand(expr - coef * var)
+    coef, rest = _linear_parts(expr, var)
     c, d = as_float(coef), as_float(rest)
     if c is None or d is None or c == 0 or math.isinf(d):
         return None
@@ -140,7 +166,7 @@ def _atom(lhs: str, op: str, rhs: str) -> tuple[str, list[Interval]] | None:
     sets = {"<": [(-INF, x, False, False)], "\\le": [(-INF, x, False, True)], ">": [(x, INF, False, False)],
             "\\ge": [(x, INF, True, False)], "=": [(x, x, True, True)],
             "\\ne": [(-INF, x, False, False), (x, INF, False, False)]}
-    return str(var), _normalize(sets[op])
+    return symbol_name(var), _normalize(sets[op])
 
 
 def _conjunction(s: str) -> tuple[str | None, list[Interval]] | None:

@@ -3,7 +3,9 @@
 Each fast path skips work whose outcome it can tell in advance: a plain number's normal form and
 sympy node (`normalize._plain_form`, `parse._plain_value`), two Rationals' doubles
 (`equal._rationals_as_floats`), the unit pass on strings that cannot end in a unit
-(`normalize._may_end_in_unit`), the text where no answer line can start (`extract._last_answer_match`)
+(`normalize._may_end_in_unit`), the text where no answer line can start (`extract._last_answer_match`),
+a linear relation's coefficients (`relations._linear_parts`), splits with nothing to split (`split_top_level`),
+a symbol's name without sympy's printer (`parse.symbol_name`)
 and a verdict already found (`equal_unguarded`'s memo). The `full_path` fixture turns them all off;
 the tests compare outputs and verdicts with and without them, on the project's cases, randomised
 numbers and, where `../shared/data` exists, the reward benchmark's samples.
@@ -15,7 +17,7 @@ import sympy
 from answer_forms import FORM_CASES  # noqa: E402 (tests/reward is on sys.path under pytest)
 from equivalence_cases import ALL_CASES
 
-from areal_mega.reward import equal, extract, normalize, parse
+from areal_mega.reward import equal, extract, normalize, parse, relations
 from areal_mega.reward.numeric import value_at
 
 
@@ -28,8 +30,30 @@ def full_path(monkeypatch):
     monkeypatch.setattr(normalize, "_may_end_in_unit", lambda s: True)
     monkeypatch.setattr(equal, "_rationals_as_floats", lambda a, b: None)
     monkeypatch.setattr(extract, "_last_answer_match", _last_match_by_full_scan)
+    monkeypatch.setattr(relations, "_linear_parts", relations._expanded_parts)
+    monkeypatch.setattr(parse, "split_top_level", _split_by_scan)
+    monkeypatch.setattr(equal, "split_top_level", _split_by_scan)
+    monkeypatch.setattr(relations, "split_top_level", _split_by_scan)
+    monkeypatch.setattr(equal, "symbol_name", str)
+    monkeypatch.setattr(relations, "symbol_name", str)
     yield equal.equal_unguarded.__wrapped__
     equal.clear_caches()
+
+
+def _split_by_scan(s: str, sep: str = ",") -> list[str]:
+    """split_top_level without its shortcuts (no `sep` in `s`; no brackets at all): the bracket scan alone."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        if s[i] in "([{":
+            depth += 1
+        elif s[i] in ")]}":
+            depth -= 1
+        elif depth == 0 and s.startswith(sep, i):
+            parts.append(s[start:i])
+            start = i = i + len(sep)
+            continue
+        i += 1
+    return parts + [s[start:]]
 
 
 def _plain_spellings(rng: random.Random, n: int) -> list[str]:
@@ -105,6 +129,39 @@ def test_rationals_as_floats_are_value_at():
         assert equal._rationals_as_floats(a, b) == (value_at(a, {}).real, value_at(b, {}).real)
     assert equal._rationals_as_floats(sympy.Integer(10) ** 400, sympy.Integer(1)) is None
     assert value_at(sympy.Integer(10) ** 400, {}) is None
+
+
+def test_split_shortcuts_split_as_the_scan():
+    seps = [",", ";", "=", "+", "-", "\\cup", "\\lor", "<", "\\le"]
+    for s in _corpus_strings():
+        for t in (s, normalize.normalize_full(s)):
+            for sep in seps:
+                assert parse.split_top_level(t, sep) == _split_by_scan(t, sep), (t, sep)
+
+
+def test_linear_parts_are_the_expanded_parts():
+    x = sympy.Symbol("x")
+    numbers = [sympy.Integer(0), sympy.Integer(3), sympy.Integer(-2), sympy.Rational(1, 3), sympy.Float(0.5),
+               sympy.oo, -sympy.oo, sympy.zoo, sympy.nan, sympy.pi, sympy.sqrt(2), sympy.I]
+    rng = random.Random(4)
+    read_off = 0
+    for _ in range(600):
+        a, b, c = (rng.choice(numbers) for _ in range(3))
+        for e in (a * x + b, x * a - b + c, -x + b, a * (x + b), x / 3 + a, a * x + b * x + c, x + b, 2 * x):
+            if e.free_symbols != {x}:
+                continue
+            assert sympy.srepr(relations._linear_parts(e, x)) == sympy.srepr(relations._expanded_parts(e, x)), e
+            read_off += 1
+    assert read_off > 2000
+
+
+def test_symbol_names_are_what_the_printer_writes():
+    names = {x for p, g, _ in ALL_CASES + FORM_CASES for t in (p, g) if isinstance(t, str)
+             for x in (parse.parse_or_none(normalize.normalize(t)) or sympy.Integer(0)).free_symbols}
+    names |= {sympy.Symbol(n) for n in ("x_1", "F_n-k-1", "\u03b1", "f_{x}", "_x")} | {sympy.Dummy("x")}
+    assert len(names) > 20
+    for symbol in names:
+        assert parse.symbol_name(symbol) == str(symbol), symbol
 
 
 def test_unit_guard_only_skips_strings_without_a_unit():
