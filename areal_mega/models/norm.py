@@ -10,10 +10,38 @@ gradient of every parameter that carries `sequence_parallel = True` when
 `config.sequence_parallel` is on; this norm sets that attribute on its weight,
 as megatron's `FusedLayerNorm` and Transformer Engine's norms do. The maths is
 torch's RMSNorm, as in `WrappedTorchNorm`: y = x / sqrt(mean(x^2) + eps) * weight.
+
+torch has a fused RMSNorm backward kernel for CUDA only; elsewhere autograd
+differentiates its composite forward (pow, mean, add, rsqrt, two muls: some
+fourteen ops backward). Off CUDA this norm runs torch's fused forward, which
+also returns 1/rms, and a closed-form backward in nine ops, float32:
+x_hat = x / rms, grad_weight = sum(g * x_hat), and
+grad_x = (g w - x_hat mean(g w x_hat)) / rms. One thread, [1000, 256]
+fwd + bwd: 1.9-3.2 ms against 3.9-4.4 ms.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        y, rstd = torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], weight, eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd, weight = ctx.saved_tensors
+        x_hat = x.float() * rstd
+        grad = grad.float()
+        grad_weight = (grad * x_hat).reshape(-1, x.shape[-1]).sum(0)
+        grad_x_hat = grad * weight.float()
+        dot = (grad_x_hat * x_hat).mean(-1, keepdim=True)
+        grad_x = grad_x_hat.sub_(x_hat.mul_(dot)).mul_(rstd)
+        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
 
 
 class RMSNorm(torch.nn.RMSNorm):
@@ -30,3 +58,8 @@ class RMSNorm(torch.nn.RMSNorm):
         super().__init__(hidden_size, eps=eps)
         # megatron's finalize_model_grads all-reduces this weight's grad over TP when SP is on
         self.weight.sequence_parallel = config.sequence_parallel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:  # torch's fused kernels, forward and backward
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
