@@ -240,7 +240,9 @@ class Engine:
         if grad_gate is not None and grad_gate([s["stats"] for s in store]):
             self.model.zero_grad_buffer()
         finite = all(math.isfinite(s["loss"]) for s in store)
-        finite = finite and all(bool(torch.isfinite(b.grad_data).all()) for b in self.model.buffers)
+        # one reduction per buffer: a NaN or inf anywhere makes the sum non-finite (so would finite grads
+        # summing past float32's range, where the grad norm overflows too); isfinite(...).all() took four passes
+        finite = finite and all(bool(torch.isfinite(b.grad_data.sum())) for b in self.model.buffers)
         flag = torch.tensor([0.0 if finite else 1.0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_object_group())
         if flag.item() > 0:
