@@ -7,6 +7,7 @@ run the engine are called by every rank together.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -31,7 +32,7 @@ from areal_mega.metrics import MetricsLogger
 from areal_mega.models.tiny import load_tokenizer
 from areal_mega.platform import init_distributed, seed_everything
 from areal_mega.reward import RewardPool
-from areal_mega.rollout import GenerationClient, generate_sync, launch_servers
+from areal_mega.rollout import GenerationClient, generate, launch_servers
 from areal_mega.trainer.batch import (
     check_staleness,
     drop_empty,
@@ -58,6 +59,7 @@ class Session:
         self.weight_version = 0
         self.step = 0
         self.servers = self.weights = self.pool = self.logger = self.stream = None
+        self._loop = self._gen_client = None  # the controller's rollout/evaluation event loop and client, kept
         self.urls: list[str] = []
         self.ckpt_root = self.run_dir / "checkpoints"
         resumed = load_checkpoint(self.policy, self.ckpt_root) if cfg.trainer.resume else None
@@ -134,8 +136,6 @@ class Session:
 
     def _health(self, retries: int = 0) -> list[bool]:
         """Each server's /health, retried with a back-off while any is down."""
-        import asyncio
-
         async def probe():
             client = self.client()
             try:
@@ -157,6 +157,18 @@ class Session:
         rc = self.cfg.rollout
         self.weights = StageWeightSync(layout, self.cfg.weight_sync, rc.tp_size, rc.api_key, rc.backend)
         self.weights.join(self.urls if self.is_controller else None)
+
+    def _generate_on_servers(self, prompts: list[list[int]], n: int, params: dict):
+        """Controller: `rollout.generate` on one event loop and client kept for the run (rebuilt when the
+        servers change), so each rollout reuses the last one's connections to the servers."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        if self._gen_client is not None and self._gen_client.urls != [u.rstrip("/") for u in self.urls]:
+            self._loop.run_until_complete(self._gen_client.close())
+            self._gen_client = None
+        if self._gen_client is None:
+            self._gen_client = self.client()
+        return self._loop.run_until_complete(generate(self._gen_client, prompts, n, params, quiet=False))
 
     def client(self) -> GenerationClient:
         rc = self.cfg.rollout
@@ -192,7 +204,7 @@ class Session:
     def _generate(self, max_new_tokens: int):
         indices = self.sampler.next_batch()
         prompts, params = self.rollout_request(indices, self.step, max_new_tokens)
-        rollout = drop_empty(generate_sync(self.client(), prompts, self.cfg.rollout.n_samples, params, quiet=False))
+        rollout = drop_empty(self._generate_on_servers(prompts, self.cfg.rollout.n_samples, params))
         check_staleness(rollout, self.weight_version, self.cfg.trainer.max_staleness)
         return rollout, [self.prompts.records[indices[p]].answer for p in rollout.prompt_index]
 
@@ -356,7 +368,7 @@ class Session:
         def accuracy(temperature: float, k: int) -> float:
             params = {"temperature": temperature, "max_new_tokens": 32,
                       "stop_token_ids": [self.tokenizer.eos_token_id], "sampling_seed": self.cfg.engine.seed}
-            out = generate_sync(self.client(), self.heldout.input_ids, k, params, quiet=False)
+            out = self._generate_on_servers(self.heldout.input_ids, k, params)
             texts = self.tokenizer.batch_decode(out.response_ids, skip_special_tokens=True)
             correct = self.pool.correct(texts, [golds[i] for i in out.prompt_index])
             return sum(correct) / len(correct)
@@ -392,6 +404,10 @@ class Session:
     def close(self) -> None:
         if self.weights is not None:
             self.weights.close()
+        if self._loop is not None:
+            if self._gen_client is not None:
+                self._loop.run_until_complete(self._gen_client.close())
+            self._loop.close()
         if self.is_controller:
             if self.stream is not None:
                 self.stream.close()
