@@ -21,10 +21,11 @@ one that died leaves the pool, every stage's group is rebuilt without it (a
 broadcast to a dead rank would fail) and the pause is made again; a server
 that answers /health but refuses the pause fails the sync, naming it.
 
-Per sync and PP = 1 the ranks exchange two control messages: the pause's
-outcome (broadcast by the controller) and every rank's result of the stage
-(its error or its statistics; the controller, sender of the last stage, has
-resumed generation before it). The controller's HTTP calls run on one event
+Per sync and PP = 1 the ranks exchange two flag tensors: whether the pause
+failed (broadcast by the controller) and whether the stage failed anywhere
+(all-reduced; the controller, sender of the last stage, has resumed generation
+before it). Errors and other ranks' statistics travel as Python objects only
+when there are some. The controller's HTTP calls run on one event
 loop kept for the object's life, with one client per URL list, so its
 connections to the servers are reused from phase to phase and sync to sync.
 """
@@ -122,16 +123,35 @@ class StageWeightSync:
                 f"weight sync: rank {self.rank} lost the job while {what}: {describe_error(e)}") from e
         return box[0]
 
+    def _flags(self, flags: list[bool], what: str, controller_only: bool = False) -> list[bool]:
+        """Every rank: the controller's `flags` (controller_only) or each flag OR-ed over the ranks, as one
+        small tensor collective on the job's group (no pickling)."""
+        t = torch.tensor([float(f) for f in flags])
+        try:
+            if controller_only:
+                dist.broadcast(t, src=0, group=self.layout.group)
+            else:
+                dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.layout.group)
+        except Exception as e:  # a dead rank or a time-out of the group
+            raise WeightSyncError(
+                f"weight sync: rank {self.rank} lost the job while {what}: {describe_error(e)}") from e
+        return [bool(x) for x in t.tolist()]
+
     def _agree(self, error: str | None, what: str, result=None) -> list:
-        """Every rank: raise if any rank reports an error for this step (all raise the same); else every
-        rank's `result` (one gather carries both)."""
+        """Every rank: raise if any rank reports an error for this step (all raise the same). Returns, on
+        the controller, the ranks' `result`s that are not None ([] elsewhere). When no rank failed and
+        only the controller has a result (PP = 1) that is one all-reduce of two flags; messages and
+        results travel as objects only otherwise."""
+        failed, others = self._flags([error is not None, result is not None and not self.is_controller], what)
+        if not failed and not others:
+            return [result] if self.is_controller and result is not None else []
         answers = self._all((error, result), what)
         bad = [(r, e) for r, (e, _) in enumerate(answers) if e]
         if bad:
             rank, msg = bad[0]
             more = f" (and on {len(bad) - 1} other rank(s))" if len(bad) > 1 else ""
             raise WeightSyncError(f"weight sync: {what} failed on rank {rank}{more}: {msg}")
-        return [r for _, r in answers]
+        return [r for _, r in answers if r is not None] if self.is_controller else []
 
     # ------------------------------------------------------------ HTTP, on one kept event loop
     def _run(self, coro):
@@ -221,7 +241,10 @@ class StageWeightSync:
                 healthy = self._run(self._http().check_health(force=True))
                 dead = [u for u, ok in zip(self.urls, healthy) if not ok]
             plan = (error, dead)
-        error, dead = self._from_controller(plan, "waiting for the controller to pause generation")
+        what = "waiting for the controller to pause generation"
+        if not self._flags([plan is not None and plan[0] is not None], what, controller_only=True)[0]:
+            return {}
+        error, dead = self._from_controller(plan, what)
         if not dead:
             if error:
                 raise WeightSyncError(f"weight sync: pausing generation failed on rank 0 (every server answers "
@@ -288,7 +311,6 @@ class StageWeightSync:
         if not resume_inline:
             self._controller_step(lambda client: resume_and_check(client, weight_version), "resuming generation")
         seconds = time.perf_counter() - t0
-        parts = [p for p in parts if p]
         if not self.is_controller:
             return {}
         nbytes = sum(p["bytes"] for p in parts)
