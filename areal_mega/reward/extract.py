@@ -68,6 +68,7 @@ _CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 # A number in prose: thousands groups (`1,000.99`), a decimal point or comma (`2,74`), `2/3`, `100%`.
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
 _BOX_LABEL = re.compile(r"(?<![\\\w])([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*$")  # "y_1 = " just before a box
+_BRACE = re.compile(r"[{}]")
 _LABEL = re.compile(r"[a-zA-Z() ]{0,30}(?:\band|,)")
 _WORD = re.compile(r"\b[a-zA-Z]{3,}\b")
 _NUMBER = re.compile(r"-?(?:(?P<grouped>[1-9]\d{0,2}(?:,\d{3}(?!\d))+)|\d+)(?:[.,]\d+|/\d+)?%?|-?\.\d+")
@@ -78,14 +79,13 @@ MAX_CONNECTIVE_CHARS = 60
 def _braced_end(text: str, start: int, stop: int) -> int | None:
     """Index just past the brace group opening at text[start] == '{' (within text[:stop]), or None."""
     depth = 0
-    for i in range(start, stop):
-        ch = text[i]
-        if ch == "{":
+    for m in _BRACE.finditer(text, start, stop):  # from brace to brace, not character by character
+        if m.group() == "{":
             depth += 1
-        elif ch == "}":
+        else:
             depth -= 1
             if depth == 0:
-                return i + 1
+                return m.end()
     return None
 
 
@@ -100,6 +100,15 @@ def _box_at(text: str, m: re.Match, stop: int) -> tuple[str, int] | None:
         token = re.split(r"[\s$]", rest, maxsplit=1)[0] if rest else ""
         return (token, stop - len(rest) + len(token)) if token else None
     return None
+
+
+def _box_label(text: str, box: int) -> re.Match | None:
+    """`_BOX_LABEL` in the 40 characters before the box at `box`; looked for only when they end in "="
+    (and whitespace), as every match does."""
+    window = max(0, box - 40)
+    if not text[window:box].rstrip().endswith("="):
+        return None
+    return _BOX_LABEL.search(text, window, box)
 
 
 def _labelled_gap(gap: str) -> bool:
@@ -127,7 +136,7 @@ def _boxed(text: str) -> str | None:
                 break
         if content.strip():
             parts.append(content.strip())
-            labels.append(_BOX_LABEL.search(text, max(0, starts[k].start() - 40), starts[k].start()))
+            labels.append(_box_label(text, starts[k].start()))
         stop = starts[k].start()
     if len(parts) > 1 and all(labels):
         parts = [f"{m.group(1)} = {p}" for m, p in zip(labels, parts)]
@@ -173,7 +182,8 @@ def _from_line(rest: str) -> str | None:
         blocks = math_blocks(rest[:2000])
         if blocks:
             return blocks[0][1].strip() or None
-    line = _HOPE.sub("", line)
+    if not line.isascii() or "hope" in line.lower():  # the closing "I hope it is correct."
+        line = _HOPE.sub("", line)
     is_at = [m.end() for m in _IS.finditer(line) if not _inside_math(line, m.start())]
     if is_at:  # "The volume of $V$ is 120": the part after the last "is"
         line = line[is_at[-1] :]
@@ -210,6 +220,13 @@ def _keyword_positions(text: str) -> list[int]:
     return sorted(found)
 
 
+def _may_start_answer_line(text: str, p: int) -> bool:
+    """False where no `_ANSWER_LINE` match can begin in an ASCII text: one begins with a keyword's first
+    letter, a newline, or a `[ \\t#>*_]` run character at the start or after whitespace (its lookbehinds)."""
+    c = text[p]
+    return c in "fFaA\n" or (c in " \t#>*_" and (p == 0 or text[p - 1] in " \t\n\r\f\v"))
+
+
 def _last_answer_match(text: str) -> re.Match | None:
     """The last match `_ANSWER_LINE.finditer(text)` gives, trying the pattern only where a match can start.
 
@@ -223,9 +240,9 @@ def _last_answer_match(text: str) -> re.Match | None:
             while j > 0 and text[j - 1] in " \t#>*_":
                 j -= 1
             windows.append((j - 1 if j > 0 and text[j - 1] == "\n" else j, end))
-    last, cursor = None, 0
+    last, cursor, ascii_text = None, 0, text.isascii()
     for p in sorted({p for lo, hi in windows for p in range(lo, hi + 1)}):
-        if p >= cursor:
+        if p >= cursor and (not ascii_text or _may_start_answer_line(text, p)):
             m = _ANSWER_LINE.match(text, p)
             if m is not None:
                 last, cursor = m, m.end()

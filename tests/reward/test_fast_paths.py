@@ -5,7 +5,8 @@ sympy node (`normalize._plain_form`, `parse._plain_value`), two Rationals' doubl
 (`equal._rationals_as_floats`), the unit pass on strings that cannot end in a unit
 (`normalize._may_end_in_unit`), the text where no answer line can start (`extract._last_answer_match`),
 a linear relation's coefficients (`relations._linear_parts`), splits with nothing to split (`split_top_level`),
-a symbol's name without sympy's printer (`parse.symbol_name`)
+a symbol's name without sympy's printer (`parse.symbol_name`), a box's closing brace and label
+(`extract._braced_end`, `extract._box_label`)
 and a verdict already found (`equal_unguarded`'s memo). The `full_path` fixture turns them all off;
 the tests compare outputs and verdicts with and without them, on the project's cases, randomised
 numbers and, where `../shared/data` exists, the reward benchmark's samples.
@@ -31,6 +32,8 @@ def full_path(monkeypatch):
     monkeypatch.setattr(equal, "_rationals_as_floats", lambda a, b: None)
     monkeypatch.setattr(extract, "_last_answer_match", _last_match_by_full_scan)
     monkeypatch.setattr(relations, "_linear_parts", relations._expanded_parts)
+    monkeypatch.setattr(extract, "_braced_end", _braced_end_by_characters)
+    monkeypatch.setattr(extract, "_box_label", lambda text, box: extract._BOX_LABEL.search(text, max(0, box - 40), box))
     monkeypatch.setattr(parse, "split_top_level", _split_by_scan)
     monkeypatch.setattr(equal, "split_top_level", _split_by_scan)
     monkeypatch.setattr(relations, "split_top_level", _split_by_scan)
@@ -38,6 +41,33 @@ def full_path(monkeypatch):
     monkeypatch.setattr(relations, "symbol_name", str)
     yield equal.equal_unguarded.__wrapped__
     equal.clear_caches()
+
+
+def _braced_end_by_characters(text: str, start: int, stop: int) -> int | None:
+    depth = 0
+    for i in range(start, stop):
+        depth += text[i] == "{"
+        if text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def test_brace_and_box_label_shortcuts_find_what_the_scans_find():
+    rng = random.Random(6)
+    for _ in range(20000):
+        text = "".join(rng.choice("{}ab\\x ") for _ in range(rng.randint(1, 20)))
+        if "{" in text:
+            start = text.index("{")
+            stop = rng.randint(start, len(text))
+            assert extract._braced_end(text, start, stop) == _braced_end_by_characters(text, start, stop), text
+    parts = ["y_1", "=", " ", "\n", "x", "a", "_{12}", "\\", "$", "b =", "\t", "\u00e9", "\u00a0", "\x1c"]
+    for _ in range(20000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 20))) + "\\boxed{1}"
+        box = text.rindex("\\boxed")
+        fast, full = extract._box_label(text, box), extract._BOX_LABEL.search(text, max(0, box - 40), box)
+        assert (fast and fast.span()) == (full and full.span()), text
 
 
 def _split_by_scan(s: str, sep: str = ",") -> list[str]:
@@ -180,7 +210,8 @@ def _last_match_by_full_scan(text: str):
 def test_answer_line_candidates_find_the_same_last_match():
     atoms = ["answer", "Answer", "ANSWER", "final answer", "Final Answer", "FINAL ANSWER", "####", "##", " ", "\n",
              "\t", "#", ">", "*", "_", ".", "!", "?", ":", "\uff1a", " is ", "is", "x", "5", "$", "the",
-             "an\u017fwer", "\u0130"]  # the long s matches "s" under re.IGNORECASE: the non-ASCII path
+             "an\u017fwer", "\u0130",  # the long s matches "s" under re.IGNORECASE: the non-ASCII path
+             ". ", "! ", "? ", "\r", "\f", "\v", "f", "a"]  # the lookbehinds, whitespace, first letters
     rng = random.Random(3)
     for _ in range(30000):
         text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 14)))
