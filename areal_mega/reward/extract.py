@@ -224,7 +224,7 @@ def _may_start_answer_line(text: str, p: int) -> bool:
     """False where no `_ANSWER_LINE` match can begin in an ASCII text: one begins with a keyword's first
     letter, a newline, or a `[ \\t#>*_]` run character at the start or after whitespace (its lookbehinds)."""
     c = text[p]
-    return c in "fFaA\n" or (c in " \t#>*_" and (p == 0 or text[p - 1] in " \t\n\r\f\v"))
+    return c in "fFaA\n" or (c in " \t#>*_" and (p == 0 or text[p - 1].isspace()))  # isspace() is re's \s
 
 
 def _last_answer_match(text: str) -> re.Match | None:

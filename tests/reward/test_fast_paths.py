@@ -194,6 +194,11 @@ def test_symbol_names_are_what_the_printer_writes():
         assert parse.symbol_name(symbol) == str(symbol), symbol
 
 
+def test_percent_guard_is_the_full_search():
+    for s in _corpus_strings() + ["50 PERCENT", "5 pct", "50 per cent", "12 Percentage", "\\%", "p"]:
+        assert normalize.has_percent(s) == ("%" in s or normalize._PERCENT_WORDS.search(s) is not None), s
+
+
 def test_unit_guard_only_skips_strings_without_a_unit():
     for s in _corpus_strings() + ["5 cm  ", "5 cm\n", "3 cm^{2}.", "21st", "x \\text{ units}^2", "4 feet."]:
         if not normalize._may_end_in_unit(s):
@@ -211,13 +216,14 @@ def test_answer_line_candidates_find_the_same_last_match():
     atoms = ["answer", "Answer", "ANSWER", "final answer", "Final Answer", "FINAL ANSWER", "####", "##", " ", "\n",
              "\t", "#", ">", "*", "_", ".", "!", "?", ":", "\uff1a", " is ", "is", "x", "5", "$", "the",
              "an\u017fwer", "\u0130",  # the long s matches "s" under re.IGNORECASE: the non-ASCII path
-             ". ", "! ", "? ", "\r", "\f", "\v", "f", "a"]  # the lookbehinds, whitespace, first letters
+             ". ", "! ", "? ", "\r", "\f", "\v", "\x1c", "\x1f", "f", "a"]  # lookbehinds, all of re's \s, first letters
     rng = random.Random(3)
     for _ in range(30000):
         text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 14)))
         full, fast = _last_match_by_full_scan(text), extract._last_answer_match(text)
         assert (fast and fast.span()) == (full and full.span()), text
     assert extract._last_answer_match("x" * 5000 + "\n## Final Answer\n 5").group() == "\n## Final Answer"
+    assert extract._last_answer_match("x\x1c#### 5").span() == (2, 7)  # \x1c is whitespace to re's lookbehind
 
 
 def _verdicts(pairs, responses, check=equal.equal_unguarded):
