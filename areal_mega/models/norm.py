@@ -13,11 +13,12 @@ torch's RMSNorm, as in `WrappedTorchNorm`: y = x / sqrt(mean(x^2) + eps) * weigh
 
 torch has a fused RMSNorm backward kernel for CUDA only; elsewhere autograd
 differentiates its composite forward (pow, mean, add, rsqrt, two muls: some
-fourteen ops backward). Off CUDA this norm runs torch's fused forward, which
-also returns 1/rms, and a closed-form backward in nine ops, float32:
-x_hat = x / rms, grad_weight = sum(g * x_hat), and
-grad_x = (g w - x_hat mean(g w x_hat)) / rms. One thread, [1000, 256]
-fwd + bwd: 1.9-3.2 ms against 3.9-4.4 ms.
+fourteen ops backward). Off CUDA this norm runs its own function in float32:
+forward 1/rms from one `vector_norm` pass, y = x / rms * w; backward in closed
+form, x_hat = x / rms, grad_weight = sum(g * x_hat), and
+grad_x = (g w - x_hat mean(g w x_hat)) / rms with the row dot product from
+`vecdot` (no [T, H] temporary). One thread, fwd + bwd: [1000, 256]
+1.8 ms, [2000, 128] 1.7 ms, against 3.9-4.4 ms through autograd.
 """
 from __future__ import annotations
 
@@ -28,19 +29,22 @@ import torch.nn.functional as F
 class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps):
-        y, rstd = torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], weight, eps)
+        width = x.shape[-1]
+        x32 = x.float()
+        rstd = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square_().div_(width).add_(eps).rsqrt_()
         ctx.save_for_backward(x, rstd, weight)
-        return y
+        return (x32 * rstd).mul_(weight).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, rstd, weight = ctx.saved_tensors
+        width = x.shape[-1]
         x_hat = x.float() * rstd
         grad = grad.float()
-        grad_weight = (grad * x_hat).reshape(-1, x.shape[-1]).sum(0)
+        grad_weight = (grad * x_hat).reshape(-1, width).sum(0)
         grad_x_hat = grad * weight.float()
-        dot = (grad_x_hat * x_hat).mean(-1, keepdim=True)
-        grad_x = grad_x_hat.sub_(x_hat.mul_(dot)).mul_(rstd)
+        dot = torch.linalg.vecdot(grad_x_hat, x_hat, dim=-1).unsqueeze(-1).div_(width)
+        grad_x = grad_x_hat.mul_(rstd).addcmul_(x_hat, dot.mul_(rstd), value=-1)
         return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
 
 
