@@ -49,7 +49,8 @@ def _rope64(x, base):
 
 
 def _reference(q, k, v, lens, scale, base):
-    """Each sequence alone, float64 RoPE from position 0, explicit causal softmax, KV groups repeated to the query heads."""
+    """Each sequence alone: float64 RoPE from position 0, explicit causal softmax, KV groups repeated to the
+    query heads."""
     rep = q.shape[1] // k.shape[1]
     out, start = [], 0
     for n in lens:

@@ -43,4 +43,5 @@ def test_positions_restart_at_each_sequence():
     cos, sin = row_cos_sin([0, 3, 5], 4, 10000, torch.float64, torch.device("cpu"))
     alone, _ = row_cos_sin([0, 3], 4, 10000, torch.float64, torch.device("cpu"))
     assert torch.equal(cos[:3], alone) and torch.equal(cos[3:], alone[:2])
-    assert torch.equal(cos[0], torch.ones(1, 2, dtype=torch.float64)) and torch.equal(sin[3], torch.zeros(1, 2, dtype=torch.float64))
+    assert torch.equal(cos[0], torch.ones(1, 2, dtype=torch.float64))
+    assert torch.equal(sin[3], torch.zeros(1, 2, dtype=torch.float64))
