@@ -212,16 +212,17 @@ def _worker_cpu_us(checker: str, responses: list[str], golds: list[str], passes:
     checker's caches start empty. With `passes` > 1, the median of that many passes, each with fresh
     workers: our pass takes a fraction of a second, so one pass catches a load spike whole."""
     per_pass = []
-    for _ in range(passes):
+    for _ in range(passes + 3):  # a pass whose worker was replaced (a time-out under load) is measured again
         with RewardPool(RewardConfig(num_workers=2, timeout_s=5.0, checker=checker)) as pool:
             pool.correct(responses[:4], golds[:4])
             pids = pool.worker_pids()
             before = _cpu_s(pids)
             pool.correct(responses, golds)
-            if pool.worker_pids() != pids:
-                raise RuntimeError("a reward worker was replaced during the CPU measurement")
-            per_pass.append(1e6 * (_cpu_s(pids) - before) / len(responses))
-    return statistics.median(per_pass)
+            if pool.worker_pids() == pids:
+                per_pass.append(1e6 * (_cpu_s(pids) - before) / len(responses))
+        if len(per_pass) == passes:
+            return statistics.median(per_pass)
+    raise RuntimeError(f"a reward worker was replaced in {passes + 3 - len(per_pass)} of {passes + 3} CPU measurement passes")
 
 
 def _math_verify_standalone_cpu_us(responses: list[str], golds: list[str]) -> float:
