@@ -80,7 +80,7 @@ def _decimal_comma(s: str) -> str:
 
     Used on the raw strings (normalising drops the space that makes `1, 2` a list) and only
     when the other side has no comma, so `1,2` still equals the list `1, 2`."""
-    m = _DECIMAL_COMMA.match(s)
+    m = _DECIMAL_COMMA.match(s) if "," in s else None
     return f"{m.group(1)}.{m.group(2)}" if m else s
 
 
@@ -484,8 +484,8 @@ def _unbox(s: str) -> str | None:
 
 def _exact_part(s: str | None) -> str | None:
     """In `exact \\approx decimal` the exact part; in `x \\approx 2.5` (or `\\approx 2.5`) the value."""
-    if s is None:
-        return None
+    if s is None or ("\\approx" not in s and "\u2248" not in s):
+        return s
     parts = _APPROX.split(s)
     if len(parts) == 1:
         return s
