@@ -27,6 +27,7 @@ from areal_mega.data.jsonl import load_jsonl
 from areal_mega.data.templates import build_prompts
 from areal_mega.eval_report import markdown_report, summarize
 from areal_mega.reward.config import RewardConfig
+from areal_mega.reward.extract import continue_think
 from areal_mega.reward.pool import RewardPool
 
 
@@ -81,12 +82,13 @@ class EvalConfig:
 
 
 def score_dataset(name: str, records, responses: list[str], lengths: list[int], finish_reasons: list[str],
-                  k: int, pool: RewardPool, num_filtered: int = 0) -> tuple[dict, list[dict]]:
-    """(summary, per-sample rows) for `records` with k consecutive `responses` each."""
+                  k: int, pool: RewardPool, num_filtered: int = 0, opens_think: bool = False) -> tuple[dict, list[dict]]:
+    """(summary, per-sample rows) for `records` with k consecutive `responses` each; `opens_think`: the
+    prompts ended inside `<think>`, so each response is scored with that tag in front (`continue_think`)."""
     if len(responses) != k * len(records):
         raise ValueError(f"{name}: {len(responses)} responses for {len(records)} problems x k={k}")
     golds = [rec.answer for rec in records for _ in range(k)]
-    verdicts = pool.correct(responses, golds)
+    verdicts = pool.correct(continue_think(responses) if opens_think else responses, golds)
     correct = [verdicts[i * k : (i + 1) * k] for i in range(len(records))]
     rows = [
         {"id": records[j // k].id, "sample": j % k, "gold": golds[j], "correct": verdicts[j],
@@ -127,7 +129,8 @@ def evaluate(cfg: EvalConfig, quiet: bool = False) -> dict:
                                   quiet=quiet)
             responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in batch.response_ids]
             summary, rows = score_dataset(name, prompts.records, responses, batch.response_lengths,
-                                          batch.finish_reasons, cfg.k, pool, prompts.num_filtered)
+                                          batch.finish_reasons, cfg.k, pool, prompts.num_filtered,
+                                          prompts.opens_think)
             summary["gen_tokens_per_s"] = batch.metrics.get("gen_tokens_per_s", 0.0)
             results.append(summary)
             with open(out_dir / f"samples_{Path(name).stem}.jsonl", "w") as f:

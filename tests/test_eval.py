@@ -88,3 +88,18 @@ def test_eval_end_to_end_two_reference_servers(tiny_qwen2_dir, tmp_path):
     assert len(rows) == res["num_samples"] and {r["sample"] for r in rows} == {0, 1, 2}
     assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(res["pass@1_avg"])
     assert "MATH-500" in (out / "eval.md").read_text()
+
+
+def test_prompts_that_open_think_score_an_unfinished_reasoning_wrong():
+    from areal_mega.data import MathRecord
+
+    records = [MathRecord("0", "q", "42", "t")]
+    # finished thinking then answered; cut off while thinking with a box in the reasoning; no tags, boxed
+    responses = ["so 42.\n</think>\nThe answer is \\boxed{42}", "try \\boxed{42} then check", "\\boxed{41}"]
+    with RewardPool(RewardConfig(num_workers=1, mode="eval")) as pool:
+        _, opened = score_dataset("t", records, responses, [1, 1, 1], ["stop", "length", "stop"], 3, pool,
+                                  opens_think=True)
+        _, plain = score_dataset("t", records, responses, [1, 1, 1], ["stop", "length", "stop"], 3, pool)
+    assert [r["correct"] for r in opened] == [True, False, False]
+    assert [r["correct"] for r in plain] == [True, True, False]
+    assert opened[1]["response"] == responses[1]  # the samples file keeps the response as generated

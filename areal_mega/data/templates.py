@@ -40,6 +40,15 @@ def render_prompt(question: str, template: str, tokenizer=None) -> str:
     raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
 
 
+def opens_think(template: str, tokenizer=None) -> bool:
+    """True when `template`'s prompts end inside an open `<think>` block (the R1-distill assistant turn
+    `...<think>\\n`): the response continues the reasoning, so it holds a `</think>` only if the model
+    finished thinking. Callers then score `"<think>" + response` (`reward.extract.continue_think`), so a
+    response cut off while thinking has no committed answer, as when the tag is in the response itself."""
+    prompt = render_prompt("", template, tokenizer)
+    return prompt.rfind("<think>") > prompt.rfind("</think>")
+
+
 @dataclass
 class PromptSet:
     """Records that fit the budget and their prompt token ids (`input_ids[i]`: [prompt_len] ints)."""
@@ -47,6 +56,7 @@ class PromptSet:
     records: list[MathRecord]
     input_ids: list[list[int]]
     num_filtered: int
+    opens_think: bool = False  # the template leaves the model inside `<think>` (see `opens_think`)
 
 
 def build_prompts(records: list[MathRecord], tokenizer, template: str, max_prompt_tokens: int) -> PromptSet:
@@ -63,4 +73,4 @@ def build_prompts(records: list[MathRecord], tokenizer, template: str, max_promp
             continue
         kept.append(rec)
         ids.append(list(tokens))
-    return PromptSet(kept, ids, dropped)
+    return PromptSet(kept, ids, dropped, opens_think(template, tokenizer))

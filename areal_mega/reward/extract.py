@@ -37,7 +37,8 @@ current reward hands the whole response to math-verify, so a box inside the reas
 there. The same holds in `eval` mode: an R1-distill model's answer follows `</think>`, and no
 evaluation code we read looks inside the reasoning. When the prompt itself opens the block
 (the R1-distill chat template ends with `<think>\\n`), a response cut off before `</think>`
-holds no tag at all and is read whole: pass it with the opening tag to get the truncation rule.
+holds no tag at all: the trainer and `areal_mega.eval` then score `continue_think(responses)`
+(the opening tag put back, `data.templates.opens_think` tells when), so the truncation rule holds.
 
 Everything here is a linear scan: a 1 MB response or 10,000 unbalanced braces
 costs a few passes and returns None.
@@ -301,6 +302,11 @@ def answer_part(text: str) -> str | None:
     if end >= 0:
         return text[end + len(THINK_CLOSE) :]
     return None if THINK_OPEN in text else text
+
+
+def continue_think(responses: list[str]) -> list[str]:
+    """`responses` to a prompt that ends inside an open `<think>` block, with that tag put back in front."""
+    return [THINK_OPEN + r for r in responses]
 
 
 def extract_answer(text: str, mode: str = "reward") -> str | None:

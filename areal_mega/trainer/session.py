@@ -32,6 +32,7 @@ from areal_mega.metrics import MetricsLogger
 from areal_mega.models.tiny import load_tokenizer
 from areal_mega.platform import init_distributed, seed_everything
 from areal_mega.reward import RewardPool
+from areal_mega.reward.extract import continue_think
 from areal_mega.rollout import GenerationClient, generate, launch_servers
 from areal_mega.trainer.batch import (
     check_staleness,
@@ -225,6 +226,8 @@ class Session:
         if not self.is_controller:
             return None, None
         texts = self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+        if self.prompts.opens_think:  # the prompt opened the reasoning: an unfinished one commits to nothing
+            texts = continue_think(texts)
         before = self.pool.stats["disagreements"]
         correct = self.pool.correct(texts, golds)
         if self.cfg.reward.checker == "both":  # this step's share of responses the two checkers judged differently

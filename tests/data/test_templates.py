@@ -50,3 +50,20 @@ def test_budget_filters_and_counts(char_tok):
     assert out.num_filtered == 3
     assert [len(ids) for ids in out.input_ids] == [5, 10]
     assert char_tok.decode(out.input_ids[1]) == "x" * 10
+
+
+def test_opens_think_follows_the_rendered_assistant_turn(char_tok):
+    from areal_mega.data.templates import opens_think
+
+    assert opens_think("r1_distill", char_tok)  # the fall-back ends with '<think>\n'
+    assert not opens_think("quickstart") and not opens_think("qwen_zero")
+    for template, expected in [("{% if add_generation_prompt %}[assistant]{% endif %}", False),
+                               ("{% if add_generation_prompt %}[assistant]<think>\n{% endif %}", True),
+                               ("{% if add_generation_prompt %}[assistant]<think>\n\n</think>\n\n{% endif %}", False)]:
+        char_tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}" + template
+        try:
+            assert opens_think("r1_distill", char_tok) is expected, template
+            records = [MathRecord("0", "x", "1", "t")]
+            assert build_prompts(records, char_tok, "r1_distill", 1000).opens_think is expected
+        finally:
+            char_tok.chat_template = None
