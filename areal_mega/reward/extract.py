@@ -155,6 +155,9 @@ def math_blocks(text: str) -> list[tuple[str, str]]:
 
 def _math_spans(text: str) -> list[tuple[int, int, int, int, int]]:
     """(previous block's end, open start, body start, body end, close end) of each math block."""
+    spans = _dollar_spans(text)
+    if spans is not None:
+        return spans
     blocks, closer, open_end, last_end = [], None, 0, 0
     for m in _MATH_TOKEN.finditer(text):
         tok = m.group()
@@ -166,6 +169,23 @@ def _math_spans(text: str) -> list[tuple[int, int, int, int, int]]:
         elif tok == closer:
             blocks.append((last_end, open_start, open_end, m.start(), m.end()))
             closer, last_end = None, m.end()
+    return blocks
+
+
+def _dollar_spans(text: str) -> list[tuple[int, int, int, int, int]] | None:
+    """`_math_spans(text)` when its only delimiter is a single `$` (no `\\$`, `$$`, `\\[`, `\\(` anywhere:
+    then every `$` is a token and the `\\]`, `\\)` tokens close nothing), by `str.find` instead of the
+    token scan: consecutive `$` pairs, an unpaired last one left out; None for any other text."""
+    if "$$" in text or "\\$" in text or "\\[" in text or "\\(" in text:
+        return None
+    blocks, last_end, i = [], 0, text.find("$")
+    while i >= 0:
+        j = text.find("$", i + 1)
+        if j < 0:
+            break
+        blocks.append((last_end, i, i + 1, j, j + 1))
+        last_end = j + 1
+        i = text.find("$", last_end)
     return blocks
 
 

@@ -6,7 +6,7 @@ sympy node (`normalize._plain_form`, `parse._plain_value`), two Rationals' doubl
 (`normalize._may_end_in_unit`), the text where no answer line can start (`extract._last_answer_match`),
 a linear relation's coefficients (`relations._linear_parts`), splits with nothing to split (`split_top_level`),
 a symbol's name without sympy's printer (`parse.symbol_name`), a box's closing brace and label
-(`extract._braced_end`, `extract._box_label`)
+(`extract._braced_end`, `extract._box_label`), math blocks delimited by `$` alone (`extract._dollar_spans`)
 and a verdict already found (`equal_unguarded`'s memo). The `full_path` fixture turns them all off;
 the tests compare outputs and verdicts with and without them, on the project's cases, randomised
 numbers and, where `../shared/data` exists, the reward benchmark's samples.
@@ -34,6 +34,7 @@ def full_path(monkeypatch):
     monkeypatch.setattr(relations, "_linear_parts", relations._expanded_parts)
     monkeypatch.setattr(extract, "_braced_end", _braced_end_by_characters)
     monkeypatch.setattr(extract, "_box_label", lambda text, box: extract._BOX_LABEL.search(text, max(0, box - 40), box))
+    monkeypatch.setattr(extract, "_dollar_spans", lambda text: None)
     monkeypatch.setattr(parse, "split_top_level", _split_by_scan)
     monkeypatch.setattr(equal, "split_top_level", _split_by_scan)
     monkeypatch.setattr(relations, "split_top_level", _split_by_scan)
@@ -68,6 +69,30 @@ def test_brace_and_box_label_shortcuts_find_what_the_scans_find():
         box = text.rindex("\\boxed")
         fast, full = extract._box_label(text, box), extract._BOX_LABEL.search(text, max(0, box - 40), box)
         assert (fast and fast.span()) == (full and full.span()), text
+
+
+def test_dollar_spans_are_the_token_scans():
+    atoms = ["$", "$$", "\\$", "\\[", "\\]", "\\(", "\\)", "\\", "x", " ", "\n", "{", "1"]
+    rng = random.Random(7)
+    fast_taken = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 16)))
+        spans = extract._dollar_spans(text)
+        if spans is not None:
+            assert spans == _math_spans_by_tokens(text), text
+            fast_taken += 1
+    assert fast_taken > 1000
+    assert extract._dollar_spans("a $x$ b \\] $y") == [(0, 2, 3, 4, 5)] and extract._dollar_spans("$$x$$") is None
+
+
+def _math_spans_by_tokens(text: str) -> list[tuple[int, int, int, int, int]]:
+    """`extract._math_spans` by its token scan alone (no `_dollar_spans`)."""
+    saved = extract._dollar_spans
+    extract._dollar_spans = lambda t: None
+    try:
+        return extract._math_spans(text)
+    finally:
+        extract._dollar_spans = saved
 
 
 def _split_by_scan(s: str, sep: str = ",") -> list[str]:
