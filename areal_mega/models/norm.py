@@ -41,10 +41,10 @@ class _RMSNormFunction(torch.autograd.Function):
         width = x.shape[-1]
         x_hat = x.float() * rstd
         grad = grad.float()
-        grad_weight = (grad * x_hat).reshape(-1, width).sum(0)
         grad_x_hat = grad * weight.float()
         dot = torch.linalg.vecdot(grad_x_hat, x_hat, dim=-1).unsqueeze(-1).div_(width)
         grad_x = grad_x_hat.mul_(rstd).addcmul_(x_hat, dot.mul_(rstd), value=-1)
+        grad_weight = x_hat.mul_(grad).reshape(-1, width).sum(0)  # x_hat's last use: in place
         return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
 
 
