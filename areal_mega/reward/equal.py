@@ -189,7 +189,7 @@ def _probe(a, b, stop_at_mismatch: bool = False) -> list[tuple[complex, complex]
     """(a, b) evaluated at fixed generic points of their free symbols (sympy evalf, no code generation);
     None when they have none. Points where either side is undefined are left out; with
     `stop_at_mismatch`, evaluation ends at the first point where they differ."""
-    free = sorted(a.free_symbols | b.free_symbols, key=symbol_name)
+    free = sorted(_free_symbols(a) | _free_symbols(b), key=symbol_name)
     if not free or _unevaluated(a) or _unevaluated(b):
         return None
     values = []
@@ -222,9 +222,25 @@ def _value_at(expr, subs: tuple) -> complex | None:
 _INFINITIES = (sympy.oo, -sympy.oo, sympy.zoo)
 
 
+@functools.lru_cache(maxsize=8192)  # a tree walk; the gold's answer is asked for every sample of a problem
 def _unevaluated(expr) -> bool:
     """True for an expression holding a sum or product left unevaluated (never evaluated numerically)."""
     return expr.has(sympy.Sum, sympy.Product)
+
+
+@functools.lru_cache(maxsize=8192)  # sympy walks the whole tree on every access to expr.free_symbols
+def _free_symbols(expr) -> frozenset:
+    """expr.free_symbols, memoised (the gold's are asked for every sample of a problem, several times)."""
+    return frozenset(expr.free_symbols)
+
+
+@functools.lru_cache(maxsize=8192)  # the gold side is walked at the same points for every sample of a problem
+def _double_value(expr, placed: tuple) -> complex | None:
+    """value_at(expr, dict(placed)): expr in double precision at `placed` ((symbol, value) pairs); None where unsure."""
+    return value_at(expr, dict(placed))
+
+
+_TREE_MEMOS = (_unevaluated, _free_symbols, _double_value)  # cleared by clear_caches, even while a test swaps them out
 
 
 def _close(x: complex, y: complex) -> bool:
@@ -241,9 +257,9 @@ def _numbers_differ_in_double_precision(a, b, percent: bool) -> bool:
     if pair is not None:
         x, y = pair
     else:
-        if a.free_symbols or b.free_symbols or a.has(sympy.I) or b.has(sympy.I):
+        if _free_symbols(a) or _free_symbols(b) or a.has(sympy.I) or b.has(sympy.I):
             return False
-        va, vb = value_at(a, {}), value_at(b, {})
+        va, vb = _double_value(a, ()), _double_value(b, ())
         if va is None or vb is None or va.imag or vb.imag:
             return False
         x, y = va.real, vb.real
@@ -270,13 +286,13 @@ def _far(x: complex, y: complex) -> bool:
 def _double_values(a, b, points) -> list[tuple[complex, complex]] | None:
     """(a, b) in double precision (`numeric.py`) at `points` of their free symbols, as `_probe` places them;
     None when they have none or the walk is unsure at any point."""
-    free = sorted(a.free_symbols | b.free_symbols, key=symbol_name)
+    free = sorted(_free_symbols(a) | _free_symbols(b), key=symbol_name)
     if not free:
         return None
     values = []
     for point in points:
-        at = dict(_placed(free, point))
-        va, vb = value_at(a, at), value_at(b, at)
+        at = _placed(free, point)
+        va, vb = _double_value(a, at), _double_value(b, at)
         if va is None or vb is None:
             return None
         values.append((va, vb))
@@ -447,7 +463,7 @@ def _equal_normalized(p: str, g: str, percent: bool) -> bool:
 
 def clear_caches() -> None:
     """Empty every memo of the checker (verdicts, normal forms, parses, values), as in a fresh worker."""
-    for cached in (equal_unguarded, normalize, parse_or_none, as_float, _value_at):
+    for cached in (equal_unguarded, normalize, parse_or_none, as_float, _value_at) + _TREE_MEMOS:
         cached.cache_clear()
 
 

@@ -6,7 +6,8 @@ sympy node (`normalize._plain_form`, `parse._plain_value`), two Rationals' doubl
 (`normalize._may_end_in_unit`), the text where no answer line can start (`extract._last_answer_match`),
 a linear relation's coefficients (`relations._linear_parts`), splits with nothing to split (`split_top_level`),
 a symbol's name without sympy's printer (`parse.symbol_name`), a box's closing brace and label
-(`extract._braced_end`, `extract._box_label`), math blocks delimited by `$` alone (`extract._dollar_spans`)
+(`extract._braced_end`, `extract._box_label`), math blocks delimited by `$` alone (`extract._dollar_spans`),
+per-expression memos of free symbols, double-precision values and unevaluated sums (`equal._TREE_MEMOS`)
 and a verdict already found (`equal_unguarded`'s memo). The `full_path` fixture turns them all off;
 the tests compare outputs and verdicts with and without them, on the project's cases, randomised
 numbers and, where `../shared/data` exists, the reward benchmark's samples.
@@ -35,6 +36,9 @@ def full_path(monkeypatch):
     monkeypatch.setattr(extract, "_braced_end", _braced_end_by_characters)
     monkeypatch.setattr(extract, "_box_label", lambda text, box: extract._BOX_LABEL.search(text, max(0, box - 40), box))
     monkeypatch.setattr(extract, "_dollar_spans", lambda text: None)
+    monkeypatch.setattr(equal, "_free_symbols", lambda expr: expr.free_symbols)
+    monkeypatch.setattr(equal, "_double_value", lambda expr, placed: value_at(expr, dict(placed)))
+    monkeypatch.setattr(equal, "_unevaluated", equal._unevaluated.__wrapped__)
     monkeypatch.setattr(parse, "split_top_level", _split_by_scan)
     monkeypatch.setattr(equal, "split_top_level", _split_by_scan)
     monkeypatch.setattr(relations, "split_top_level", _split_by_scan)
