@@ -138,7 +138,7 @@ def normalize_full(s: str, strip_lhs: bool = True) -> str:
     s = s.replace("\\$", "").replace("$", "")
     # Each regex pass below runs only where the text it needs is there (same result, less time).
     s = s.strip()
-    if any(d in s for d in ("\\(", "\\[", "\\)", "\\]")):
+    if "\\(" in s or "\\[" in s or "\\)" in s or "\\]" in s:
         s = _DELIMITERS.sub("", _DELIMITERS.sub("", s).strip())
     for sym in _CURRENCY:
         s = s.replace(sym, "")
@@ -152,8 +152,9 @@ def normalize_full(s: str, strip_lhs: bool = True) -> str:
     if "sqrt" in s or "pi" in s:
         s = _PLAIN_NAMES.sub(r"\\\1", s)  # plain-text sqrt(2), 3pi, 2**10
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
-    for old, new in _RELATIONS:
-        s = s.replace(old, new)
+    if _may_hold_relation(s):
+        for old, new in _RELATIONS:
+            s = s.replace(old, new)
     s = s.replace("\\infty", "\\infty ").replace("infinity", "\\infty").replace("\\emptyset", "\\varnothing")
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\circ", "").replace("°", "")
     s = s.replace("\\%", "").replace("%", "")
@@ -163,7 +164,7 @@ def normalize_full(s: str, strip_lhs: bool = True) -> str:
         s = re.sub(r"(?<=\d),\\!\s*(?=\d)", ",", s)  # "11,\\! 111" is a thousands separator
     if "{" in s:
         s = re.sub(r"\{\s*,\s*\}", ",", s)
-    if "~" in s or any(c in s for c in ("\\,", "\\;", "\\:", "\\!", "\\ ", "\\quad", "\\qquad")):
+    if "~" in s or "\\," in s or "\\;" in s or "\\:" in s or "\\!" in s or "\\ " in s or "\\quad" in s or "\\qquad" in s:
         s = _SPACING.sub("", s)
     s = _strip_units(s)
     if _has_text_command(s):
@@ -210,6 +211,12 @@ def normalize_full(s: str, strip_lhs: bool = True) -> str:
     if s.startswith("\\{") is False and len(s) > 2 and s[0] == "{" and s[-1] == "}" and _balanced_group(s):
         s = s[1:-1]
     return s
+
+
+def _may_hold_relation(s: str) -> bool:
+    """False when no spelling in `_RELATIONS` occurs in `s`: each holds one of these substrings."""
+    return ("\\g" in s or "\\l" in s or "\\n" in s or "\\v" in s or ">" in s or "<" in s or "!" in s
+            or "\u2265" in s or "\u2264" in s or "\u2260" in s)
 
 
 def _balanced_group(s: str) -> bool:

@@ -234,6 +234,16 @@ def test_unit_guard_only_skips_strings_without_a_unit():
             assert normalize._TRAILING_UNIT.search(s) is None, s
 
 
+def test_relation_and_spacing_guards_only_skip_strings_without_one():
+    atoms = [r[0] for r in normalize._RELATIONS] + ["\\", "g", "l", "n", "v", "q", "quad", "e", "=", "x", " ", "1", "\\,", "~"]
+    rng = random.Random(8)
+    strings = _corpus_strings() + ["".join(rng.choice(atoms) for _ in range(rng.randint(1, 8))) for _ in range(20000)]
+    for s in strings:
+        if not normalize._may_hold_relation(s):
+            assert all(old not in s for old, _ in normalize._RELATIONS), s
+    assert normalize.normalize_full("1\\qquad 2") == normalize.normalize_full("12")  # \\qquad alone is spacing
+
+
 def _last_match_by_full_scan(text: str):
     last = None
     for last in extract._ANSWER_LINE.finditer(text):
