@@ -240,7 +240,13 @@ def _double_value(expr, placed: tuple) -> complex | None:
     return value_at(expr, dict(placed))
 
 
-_TREE_MEMOS = (_unevaluated, _free_symbols, _double_value)  # cleared by clear_caches, even while a test swaps them out
+@functools.lru_cache(maxsize=8192)  # a tree walk, as _unevaluated
+def _has_i(expr) -> bool:
+    """True when expr holds the imaginary unit."""
+    return expr.has(sympy.I)
+
+
+_TREE_MEMOS = (_unevaluated, _free_symbols, _double_value, _has_i)  # cleared by clear_caches, even while a test swaps them out
 
 
 def _close(x: complex, y: complex) -> bool:
@@ -257,7 +263,7 @@ def _numbers_differ_in_double_precision(a, b, percent: bool) -> bool:
     if pair is not None:
         x, y = pair
     else:
-        if _free_symbols(a) or _free_symbols(b) or a.has(sympy.I) or b.has(sympy.I):
+        if _free_symbols(a) or _free_symbols(b) or _has_i(a) or _has_i(b):
             return False
         va, vb = _double_value(a, ()), _double_value(b, ())
         if va is None or vb is None or va.imag or vb.imag:

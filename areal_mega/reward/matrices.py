@@ -76,6 +76,8 @@ def _evaluated(s: str) -> sympy.Matrix | None:
 
 def matrix_rows(s: str) -> list[list[str]] | None:
     """Cells (strings) of the matrix that `s` writes or evaluates to, row by row; None when it is none."""
+    if "\\begin" not in s:  # every written matrix opens with \\begin{...}
+        return None
     value = _evaluated(s)
     if value is not None:
         return [[sympy.latex(sympy.simplify(value[i, j])) for j in range(value.cols)] for i in range(value.rows)]

@@ -7,7 +7,7 @@ sympy node (`normalize._plain_form`, `parse._plain_value`), two Rationals' doubl
 a linear relation's coefficients (`relations._linear_parts`), splits with nothing to split (`split_top_level`),
 a symbol's name without sympy's printer (`parse.symbol_name`), a box's closing brace and label
 (`extract._braced_end`, `extract._box_label`), math blocks delimited by `$` alone (`extract._dollar_spans`),
-per-expression memos of free symbols, double-precision values and unevaluated sums (`equal._TREE_MEMOS`)
+per-expression memos of free symbols, double-precision values, i and unevaluated sums (`equal._TREE_MEMOS`), matrices only after `\\begin`
 and a verdict already found (`equal_unguarded`'s memo). The `full_path` fixture turns them all off;
 the tests compare outputs and verdicts with and without them, on the project's cases, randomised
 numbers and, where `../shared/data` exists, the reward benchmark's samples.
@@ -19,7 +19,7 @@ import sympy
 from answer_forms import FORM_CASES  # noqa: E402 (tests/reward is on sys.path under pytest)
 from equivalence_cases import ALL_CASES
 
-from areal_mega.reward import equal, extract, normalize, parse, relations
+from areal_mega.reward import equal, extract, matrices, normalize, parse, relations
 from areal_mega.reward.numeric import value_at
 
 
@@ -39,6 +39,8 @@ def full_path(monkeypatch):
     monkeypatch.setattr(equal, "_free_symbols", lambda expr: expr.free_symbols)
     monkeypatch.setattr(equal, "_double_value", lambda expr, placed: value_at(expr, dict(placed)))
     monkeypatch.setattr(equal, "_unevaluated", equal._unevaluated.__wrapped__)
+    monkeypatch.setattr(equal, "_has_i", equal._has_i.__wrapped__)
+    monkeypatch.setattr(equal, "matrix_rows", _matrix_rows_without_guard)
     monkeypatch.setattr(parse, "split_top_level", _split_by_scan)
     monkeypatch.setattr(equal, "split_top_level", _split_by_scan)
     monkeypatch.setattr(relations, "split_top_level", _split_by_scan)
@@ -97,6 +99,14 @@ def _math_spans_by_tokens(text: str) -> list[tuple[int, int, int, int, int]]:
         return extract._math_spans(text)
     finally:
         extract._dollar_spans = saved
+
+
+def _matrix_rows_without_guard(s: str):
+    """matrices.matrix_rows without its '\\begin' guard."""
+    value = matrices._evaluated(s)
+    if value is not None:
+        return [[sympy.latex(sympy.simplify(value[i, j])) for j in range(value.cols)] for i in range(value.rows)]
+    return matrices._single_rows(s)
 
 
 def _split_by_scan(s: str, sep: str = ",") -> list[str]:
