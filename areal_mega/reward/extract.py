@@ -205,7 +205,7 @@ def _from_line(rest: str) -> str | None:
             return blocks[0][1].strip() or None
     if not line.isascii() or "hope" in line.lower():  # the closing "I hope it is correct."
         line = _HOPE.sub("", line)
-    is_at = [m.end() for m in _IS.finditer(line) if not _inside_math(line, m.start())]
+    is_at = [m.end() for m in _IS.finditer(line) if not _inside_math(line, m.start())] if _may_say_is(line) else []
     if is_at:  # "The volume of $V$ is 120": the part after the last "is"
         line = line[is_at[-1] :]
     blocks = math_blocks(line)
@@ -217,6 +217,11 @@ def _from_line(rest: str) -> str | None:
     line = re.split(r"\.\s", line, maxsplit=1)[0]  # the first sentence: "6. Then 8." is 6
     line = line.strip("*_ ").rstrip(".").strip("*_ ")
     return _sentence_number(line) or line or None
+
+
+def _may_say_is(line: str) -> bool:
+    """False when `_IS` cannot match `line`: each match holds "is", "are" or "equals"."""
+    return "is" in line or "are" in line or "equals" in line
 
 
 def _sentence_number(line: str) -> str | None:

@@ -6,7 +6,7 @@ sympy node (`normalize._plain_form`, `parse._plain_value`), two Rationals' doubl
 (`normalize._may_end_in_unit`), the text where no answer line can start (`extract._last_answer_match`),
 a linear relation's coefficients (`relations._linear_parts`), splits with nothing to split (`split_top_level`),
 a symbol's name without sympy's printer (`parse.symbol_name`), a box's closing brace and label
-(`extract._braced_end`, `extract._box_label`), math blocks delimited by `$` alone (`extract._dollar_spans`),
+(`extract._braced_end`, `extract._box_label`), math blocks delimited by `$` alone (`extract._dollar_spans`), answer lines without 'is' (`extract._may_say_is`),
 per-expression memos of free symbols, double-precision values, i and unevaluated sums (`equal._TREE_MEMOS`), matrices only after `\\begin`
 and a verdict already found (`equal_unguarded`'s memo). The `full_path` fixture turns them all off;
 the tests compare outputs and verdicts with and without them, on the project's cases, randomised
@@ -36,6 +36,7 @@ def full_path(monkeypatch):
     monkeypatch.setattr(extract, "_braced_end", _braced_end_by_characters)
     monkeypatch.setattr(extract, "_box_label", lambda text, box: extract._BOX_LABEL.search(text, max(0, box - 40), box))
     monkeypatch.setattr(extract, "_dollar_spans", lambda text: None)
+    monkeypatch.setattr(extract, "_may_say_is", lambda line: True)
     monkeypatch.setattr(equal, "_free_symbols", lambda expr: expr.free_symbols)
     monkeypatch.setattr(equal, "_double_value", lambda expr, placed: value_at(expr, dict(placed)))
     monkeypatch.setattr(equal, "_unevaluated", equal._unevaluated.__wrapped__)
@@ -89,6 +90,15 @@ def test_dollar_spans_are_the_token_scans():
             fast_taken += 1
     assert fast_taken > 1000
     assert extract._dollar_spans("a $x$ b \\] $y") == [(0, 2, 3, 4, 5)] and extract._dollar_spans("$$x$$") is None
+
+
+def test_is_guard_only_skips_lines_without_a_match():
+    atoms = ["is", "are", "equals", "i", "s", "ar", "e", "equal", " ", "\t", "\n", "5", "-", "$", "\\", "(", "x", "IS"]
+    rng = random.Random(9)
+    for _ in range(20000):
+        line = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 10)))
+        if not extract._may_say_is(line):
+            assert extract._IS.search(line) is None, line
 
 
 def _math_spans_by_tokens(text: str) -> list[tuple[int, int, int, int, int]]:
