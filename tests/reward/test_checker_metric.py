@@ -23,6 +23,7 @@ class _Tokenizer:
 def _session(pool, texts, checker):
     s = Session.__new__(Session)  # only what score() reads: no engine, no servers
     s.is_controller, s.pool, s.tokenizer = True, pool, _Tokenizer(texts)
+    s.prompts = SimpleNamespace(opens_think=False)  # a template that closes its think block (or has none)
     s.cfg = SimpleNamespace(reward=SimpleNamespace(checker=checker), algo=SimpleNamespace(reward_correct=5.0, reward_wrong=-5.0))
     return s
 
