@@ -122,7 +122,7 @@ def _table(figures: dict, names: list[str]) -> str:
 
 
 def main(quick: bool = False, pinned: bool = False) -> dict:
-    steps, sft_steps = (5, 60) if quick else (30, 720)  # 720: the quickstart's SFT (sft.yaml)
+    steps, sft_steps = (5, 60) if quick else (30, 960)  # 960: the quickstart's SFT (sft.yaml)
     work = ROOT / "outputs" / ("bench_async" + ("_pinned" if pinned else "") + ("_quick" if quick else ""))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -251,7 +251,7 @@ def _accuracies(name: str, model_dir: Path) -> dict:
 
 
 def main(quick: bool = False) -> dict:
-    steps, sft_steps = (5, 60) if quick else (30, 720)  # 720: the quickstart's SFT (sft.yaml)
+    steps, sft_steps = (5, 60) if quick else (30, 960)  # 960: the quickstart's SFT (sft.yaml)
     work = ROOT / "outputs" / ("bench_rl_quick" if quick else "bench_rl")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -20,7 +20,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def quickstart_sft(model_dir, tmp_path_factory):
-    """configs/quickstart/sft.yaml as shipped (2 ranks, 720 steps, 50 held-out problems): its run dir, with the
+    """configs/quickstart/sft.yaml as shipped (2 ranks, 960 steps, 50 held-out problems): its run dir, with the
     warm start in hf/. Shared by the synchronous and the asynchronous learning tests (the SFT is most of
     their cost)."""
     d = tmp_path_factory.mktemp("quickstart_sft")
