@@ -14,11 +14,12 @@ def _train(config: str, overrides: list[str]):
 
 
 def rl_40_steps(warm_start, run_dir) -> list[str]:
-    """The shortened quickstart RL from the SFT warm start: 40 steps at TP=2, lr 2e-4 (faster than the
-    quickstart's 1e-4), held-out evaluation on 50 problems before and after."""
+    """The shortened quickstart RL from the SFT warm start: 40 steps at TP=2 and the quickstart's lr 1e-4,
+    held-out evaluation on 50 problems before and after. (lr 2e-4 learned faster from the 720-step warm start;
+    from the 960-step one, seed 0, it fell apart: Pass@1 40% -> 47%, greedy 86% -> 64%.)"""
     return [f"engine.model_path={warm_start}", f"trainer.run_dir={run_dir}",
             "trainer.stages=[{max_new_tokens: 16, steps: 40}]", "trainer.eval_samples=50", "trainer.eval_every=0",
-            "trainer.export_hf=false", "engine.parallel.tp=2", "engine.optimizer.lr=2.0e-4"]
+            "trainer.export_hf=false", "engine.parallel.tp=2", "engine.optimizer.lr=1.0e-4"]
 
 
 def _slope(y: list[float]) -> float:
@@ -54,11 +55,11 @@ def test_quickstart_shortened_reward_goes_up(quickstart_sft, tmp_path):
         assert r["train/approx_kl"] < 1e-8, f"step {r['step']}: approx_kl {r['train/approx_kl']:.3g} before the update"
         assert r["train/skipped"] == 0.0 and r["train/entropy"] > 0
         assert {"time/rollout", "time/reward", "time/logprobs", "time/train", "time/sync"} <= r.keys()
-    # the least-squares slope of the mean reward (sampled at T = 1) over the 40 steps: measured 0.073 per step
-    # (TP=2, one run); one step's mean moves ~0.5
+    # the least-squares slope of the mean reward (sampled at T = 1) over the 40 steps: measured 0.057 per step
+    # (TP=2, lr 1e-4, 960-step warm start, one run); one step's mean moves ~0.5
     reward = [r["reward/mean"] for r in steps]
     assert _slope(reward) > 0.02, reward
-    # held-out Pass@1 (k=4 at T=1, 200 samples: one reading moves ~3.5 points) rises: measured 38% -> 58%
-    # in 40 steps (200 problems)
+    # held-out Pass@1 (k=4 at T=1, 200 samples: one reading moves ~3.5 points) rises: measured 40% -> 53.5%
+    # in 40 steps (50 problems; the asynchronous test's run 40% -> 55%)
     summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
     assert summary["steps"] == 40 and summary["accuracy_after"] > summary["accuracy_before"] + 0.08, summary

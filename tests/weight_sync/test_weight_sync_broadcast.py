@@ -82,18 +82,20 @@ def test_broadcast_makes_servers_match_perturbed_trainer(tiny_qwen2_dir):
 
         # An update during a rollout: running requests are aborted by the pause and sent again,
         # so every sample is wholly of one version.
-        v1 = [greedy_decode(trainer, p, 300) for p in PROMPTS]
+        # long enough that the update lands mid-rollout: since the reference server's static-cache decode,
+        # 4 x 300 tokens of this model finished before a pause 0.2 s in
+        v1 = [greedy_decode(trainer, p, 480) for p in PROMPTS]
         with torch.no_grad():
             for p in trainer.parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
-        v2 = [greedy_decode(trainer, p, 300) for p in PROMPTS]
-        long = {**params, "max_new_tokens": 300}
+        v2 = [greedy_decode(trainer, p, 480) for p in PROMPTS]
+        long = {**params, "max_new_tokens": 480}
         rollout_client = GenerationClient(pool.urls)
         with ThreadPoolExecutor(1) as ex:
-            running = ex.submit(generate_sync, rollout_client, PROMPTS, 4, long, True)
+            running = ex.submit(generate_sync, rollout_client, PROMPTS, 16, long, True)
             while sum(s.outstanding_tokens for s in rollout_client.servers) == 0:
                 time.sleep(0.01)
-            time.sleep(0.2)
+            time.sleep(0.05)
             stats = broadcast_weights(group, client, list(trainer.named_parameters()), weight_version="2")
             batch = running.result()
         assert stats["num_buckets"] == 1
